@@ -1,0 +1,51 @@
+import { Ajv } from 'ajv';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import type { Db } from '../store/db.js';
+import type { HandlerRegistry } from '../worker/handlerRegistry.js';
+import { installErrorHandling } from './errorHandler.js';
+import { registerHealthRoutes } from './healthRoutes.js';
+import { registerOperationRoutes } from './operationRoutes.js';
+
+/** What the HTTP app needs; the caller owns their lifecycles. */
+export interface AppOptions {
+  db: Db;
+  registry: HandlerRegistry;
+  dispatcher: Dispatcher;
+  logger: Logger;
+  /** Largest accepted body in bytes. Default 1 MiB. */
+  bodyLimit?: number;
+  now?: () => Date;
+}
+
+/**
+ * Bodies are validated without coercion (a string is never silently a number); query strings
+ * and params are text by nature, so those are coerced.
+ */
+function createValidators() {
+  const strict = new Ajv({ allErrors: true, strict: false, coerceTypes: false, useDefaults: true });
+  const coercing = new Ajv({ allErrors: true, strict: false, coerceTypes: true, useDefaults: true });
+  return { strict, coercing };
+}
+
+export function buildApp(options: AppOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    // Operations log their own lifecycle; a line per request would drown them under load.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    return503OnClosing: true,
+  });
+  const validators = createValidators();
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === 'body' ? validators.strict : validators.coercing).compile(schema),
+  );
+  // JSON only: any other content type is refused with 415 rather than parsed as text.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+  installErrorHandling(app);
+  registerHealthRoutes(app, options.db);
+  registerOperationRoutes(app, { ...options, validators, now: options.now ?? (() => new Date()) });
+  return app;
+}

@@ -1,0 +1,63 @@
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import { ERROR_CATALOG, OpsdError, type ErrorCode } from '../domain/errors.js';
+import type { Json } from '../domain/operation.js';
+
+/** Seconds a client should wait before retrying when the store is unreachable. */
+const UNAVAILABLE_RETRY_AFTER_S = 5;
+
+/** Framework error codes and what they mean in the opsd catalog. */
+const FRAMEWORK_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'OPSD_ERR_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_TYPE: 'OPSD_ERR_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'OPSD_ERR_PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'OPSD_ERR_MALFORMED_JSON',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'OPSD_ERR_MALFORMED_JSON',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'OPSD_ERR_VALIDATION',
+};
+
+export function sendError(reply: FastifyReply, code: ErrorCode, message: string, details?: Json) {
+  return reply
+    .code(ERROR_CATALOG[code].status)
+    .send({ error: { code, message, ...(details !== undefined ? { details } : {}) } });
+}
+
+/** Every error leaves as `{"error":{"code","message","details"?}}` with a published code. */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError | OpsdError | Error, request, reply) => {
+    if (error instanceof OpsdError) return sendError(reply, error.code, error.message, error.details);
+    const fastifyError = error as FastifyError;
+    if (fastifyError.validation) {
+      const details = fastifyError.validation.map((v) => ({
+        path: `${fastifyError.validationContext ?? ''}${v.instancePath}`,
+        message: v.message ?? 'invalid',
+      }));
+      return sendError(reply, 'OPSD_ERR_VALIDATION', error.message, details);
+    }
+    const mapped = fastifyError.code ? FRAMEWORK_CODES[fastifyError.code] : undefined;
+    if (mapped) return sendError(reply, mapped, error.message);
+    if (error instanceof SyntaxError && fastifyError.statusCode === 400) {
+      return sendError(reply, 'OPSD_ERR_MALFORMED_JSON', error.message);
+    }
+    if (isStoreUnavailable(error)) {
+      request.log.warn({ err: error }, 'store unavailable');
+      reply.header('retry-after', String(UNAVAILABLE_RETRY_AFTER_S));
+      return sendError(reply, 'OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later');
+    }
+    if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+      return sendError(reply, 'OPSD_ERR_VALIDATION', error.message);
+    }
+    request.log.error({ err: error }, 'request failed');
+    return sendError(reply, 'OPSD_ERR_INTERNAL', 'internal error');
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, 'OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`),
+  );
+}
+
+/** Connection-level failures (server down, restarting, pool exhausted) as opposed to bad SQL. */
+function isStoreUnavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return /connect|terminat|timeout/i.test((error as Error).message ?? '');
+  return code.startsWith('08') || code === '57P01' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET';
+}

@@ -1,0 +1,31 @@
+import type { StoredEvent, StoredOperation } from '../store/operationRow.js';
+
+/** The public JSON shape of an operation (snake_case, as clients send it). */
+export function operationBody(op: StoredOperation) {
+  return {
+    id: op.id,
+    external_id: op.externalId,
+    type: op.type,
+    state: op.status,
+    ordering_key: op.orderingKey,
+    attempts: op.attempts,
+    max_attempts: op.maxAttempts,
+    payload: op.payload,
+    result: op.result,
+    error: op.lastError,
+    run_at: op.runAt,
+    created_at: op.createdAt,
+    updated_at: op.updatedAt,
+  };
+}
+
+/** Top-level event fields in snake_case like the rest of the API; payloads and results are left as sent. */
+export function eventBody(stored: StoredEvent) {
+  const { type, at, ...data } = stored.event;
+  const snake = Object.fromEntries(Object.entries(data).map(([key, value]) => [key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), value]));
+  return { seq: stored.seq, type, at, data: snake };
+}
+
+export function operationLocation(id: string): string {
+  return `/v1/operations/${id}`;
+}

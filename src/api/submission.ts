@@ -1,0 +1,50 @@
+import { OpsdError } from '../domain/errors.js';
+import type { Json } from '../domain/operation.js';
+import type { NewOperation } from '../store/acceptOperations.js';
+import type { HandlerRegistry } from '../worker/handlerRegistry.js';
+
+/** A submitted operation after schema validation. */
+export interface SubmittedOperation {
+  type: string;
+  external_id: string;
+  payload: Json;
+  ordering_key?: string;
+  max_attempts?: number;
+  run_at?: string;
+}
+
+/**
+ * Checks what the schema cannot: the type has a handler, the payload matches that handler's
+ * schema, `run_at` is a date. Fills in the type's defaults.
+ */
+export function toNewOperation(body: SubmittedOperation, registry: HandlerRegistry): NewOperation {
+  const registered = registry.get(body.type);
+  if (!registered) {
+    throw new OpsdError('OPSD_ERR_UNKNOWN_TYPE', `no handler is registered for type "${body.type}"`, {
+      type: body.type,
+      known_types: registry.types(),
+    });
+  }
+  const payloadErrors = registry.payloadErrors(body.type, body.payload);
+  if (payloadErrors) {
+    throw new OpsdError('OPSD_ERR_PAYLOAD_INVALID', `payload does not match the schema of "${body.type}"`, payloadErrors);
+  }
+  let runAt: string | undefined;
+  if (body.run_at !== undefined) {
+    const ms = Date.parse(body.run_at);
+    if (Number.isNaN(ms)) {
+      throw new OpsdError('OPSD_ERR_VALIDATION', 'run_at must be an ISO-8601 date-time', [
+        { path: '/run_at', message: 'must be an ISO-8601 date-time' },
+      ]);
+    }
+    runAt = new Date(ms).toISOString();
+  }
+  return {
+    externalId: body.external_id,
+    type: body.type,
+    payload: body.payload,
+    orderingKey: body.ordering_key,
+    maxAttempts: body.max_attempts ?? registered.maxAttempts,
+    runAt,
+  };
+}

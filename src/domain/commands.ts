@@ -1,0 +1,77 @@
+import type { Json, OperationProblem } from './operation.js';
+
+interface CommandBase {
+  /** The instant the command is decided at (injected, never read from a clock here). */
+  now: string;
+}
+
+export interface AcceptOperation extends CommandBase {
+  kind: 'accept';
+  operationId: string;
+  externalId: string;
+  operationType: string;
+  payload: Json;
+  payloadHash: string;
+  orderingKey: string;
+  maxAttempts: number;
+  runAt: string;
+}
+
+export interface StartAttempt extends CommandBase {
+  kind: 'start';
+  leaseOwner: string;
+  leaseExpiresAt: string;
+}
+
+/** Outcome commands carry the fencing token the worker was given when it claimed. */
+interface FencedCommand extends CommandBase {
+  fencingToken: number;
+}
+
+export interface CompleteOperation extends FencedCommand {
+  kind: 'complete';
+  result: Json;
+}
+
+export interface RejectOperation extends FencedCommand {
+  kind: 'reject';
+  reason: OperationProblem;
+}
+
+export interface FailAttempt extends FencedCommand {
+  kind: 'fail';
+  error: OperationProblem;
+  /** When to try again if attempts remain. */
+  retryAt: string;
+}
+
+export interface ReleaseAttempt extends FencedCommand {
+  kind: 'release';
+}
+
+export interface ExpireLease extends CommandBase {
+  kind: 'expire_lease';
+  retryAt: string;
+}
+
+export interface CancelOperation extends CommandBase {
+  kind: 'cancel';
+}
+
+export interface RedriveOperation extends CommandBase {
+  kind: 'redrive';
+}
+
+export type OperationCommand =
+  | AcceptOperation
+  | StartAttempt
+  | CompleteOperation
+  | RejectOperation
+  | FailAttempt
+  | ReleaseAttempt
+  | ExpireLease
+  | CancelOperation
+  | RedriveOperation;
+
+/** Commands a worker sends about an attempt it holds. */
+export type AttemptOutcome = CompleteOperation | RejectOperation | FailAttempt | ReleaseAttempt;

@@ -1,0 +1,47 @@
+import type { Json } from './operation.js';
+
+/**
+ * The one catalog of error codes opsd publishes, with the HTTP status each maps to.
+ * A code, once published, never changes meaning; add new ones instead.
+ */
+export const ERROR_CATALOG = {
+  OPSD_ERR_VALIDATION: { status: 400, title: 'The request does not match the schema' },
+  OPSD_ERR_MALFORMED_JSON: { status: 400, title: 'The body is not valid JSON' },
+  OPSD_ERR_INVALID_CURSOR: { status: 400, title: 'The pagination cursor is not one opsd issued' },
+  OPSD_ERR_NOT_FOUND: { status: 404, title: 'No such operation' },
+  OPSD_ERR_ROUTE_NOT_FOUND: { status: 404, title: 'No such route' },
+  OPSD_ERR_METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
+  OPSD_ERR_DUPLICATE_CONFLICT: { status: 409, title: 'The external_id is already used by a different operation' },
+  OPSD_ERR_INVALID_STATE: { status: 409, title: 'The operation is not in a state that allows this' },
+  OPSD_ERR_LEASE_LOST: { status: 409, title: 'The attempt no longer holds the lease' },
+  OPSD_ERR_PAYLOAD_TOO_LARGE: { status: 413, title: 'The body is over the size limit' },
+  OPSD_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The body must be application/json' },
+  OPSD_ERR_UNKNOWN_TYPE: { status: 422, title: 'No handler is registered for this operation type' },
+  OPSD_ERR_PAYLOAD_INVALID: { status: 422, title: 'The payload does not match the schema of its type' },
+  OPSD_ERR_OVERLOADED: { status: 429, title: 'Too many requests' },
+  OPSD_ERR_INTERNAL: { status: 500, title: 'Internal error' },
+  OPSD_ERR_UNAVAILABLE: { status: 503, title: 'The service is not ready' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CATALOG;
+
+/** An error with a published code; everything opsd reports to a client is one of these. */
+export class OpsdError extends Error {
+  override readonly name = 'OpsdError';
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string = ERROR_CATALOG[code].title,
+    readonly details?: Json,
+  ) {
+    super(message);
+    this.status = ERROR_CATALOG[code].status;
+  }
+}
+
+/** The problem recorded on an operation whose lease ran out; a published code. */
+export const LEASE_EXPIRED_PROBLEM = {
+  code: 'OPSD_LEASE_EXPIRED',
+  message: 'the worker holding the lease stopped renewing it',
+} as const;

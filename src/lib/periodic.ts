@@ -1,0 +1,40 @@
+import type { Logger } from 'pino';
+
+/** A background duty: one pass, callable directly in tests. */
+export interface Duty {
+  name: string;
+  runOnce(): Promise<unknown>;
+}
+
+/**
+ * Runs `duty.runOnce()` every `intervalMs` ±20 % (jitter keeps many processes from aligning),
+ * logging and continuing when a pass throws. Returns a function that stops it and waits for
+ * the pass in flight.
+ */
+export function runPeriodically(duty: Duty, intervalMs: number, logger: Logger): () => Promise<void> {
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let inFlight: Promise<void> = Promise.resolve();
+
+  const schedule = () => {
+    if (stopped) return;
+    const delay = intervalMs * (0.8 + Math.random() * 0.4);
+    timer = setTimeout(() => {
+      inFlight = duty
+        .runOnce()
+        .then(
+          () => undefined,
+          (error: unknown) => logger.warn({ err: error, duty: duty.name }, 'background duty failed; will retry'),
+        )
+        .finally(schedule);
+    }, delay);
+    timer.unref();
+  };
+  schedule();
+
+  return async () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    await inFlight;
+  };
+}

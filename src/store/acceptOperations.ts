@@ -1,0 +1,119 @@
+import { randomUUID } from 'node:crypto';
+import { decide } from '../domain/decide.js';
+import { evolve } from '../domain/evolve.js';
+import type { Json, OperationState } from '../domain/operation.js';
+import { payloadHash } from '../domain/payloadHash.js';
+import type { Db } from './db.js';
+import { eventToRecord, operationToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
+
+/** What a client submits. */
+export interface NewOperation {
+  externalId: string;
+  type: string;
+  payload: Json;
+  /** Default: the external id. */
+  orderingKey?: string | undefined;
+  maxAttempts: number;
+  /** ISO-8601; default: now. */
+  runAt?: string | undefined;
+}
+
+/**
+ * Per item: `accepted` (new), `replayed` (identical resubmission, nothing written) or
+ * `conflict` (the external id is taken by a different type or payload; `operation` is the holder).
+ */
+export type AcceptResult =
+  | { outcome: 'accepted'; operation: StoredOperation }
+  | { outcome: 'replayed'; operation: StoredOperation }
+  | { outcome: 'conflict'; operation: StoredOperation };
+
+interface Candidate {
+  index: number;
+  state: OperationState;
+  eventRecord: Record<string, unknown>;
+}
+
+/**
+ * Accepts a batch in one statement: inserts the operations that are new and their `received`
+ * events together; `ON CONFLICT (external_id) DO NOTHING` makes concurrent identical submissions
+ * race safely (the loser waits for the winner's commit, then reads its row).
+ */
+export async function acceptOperations(db: Db, items: readonly NewOperation[], now: Date): Promise<AcceptResult[]> {
+  const at = now.toISOString();
+  const firstByExternalId = new Map<string, Candidate>();
+  const candidates: Candidate[] = [];
+  items.forEach((item, index) => {
+    if (firstByExternalId.has(item.externalId)) return;
+    const [received] = decide(
+      {
+        kind: 'accept',
+        now: at,
+        operationId: randomUUID(),
+        externalId: item.externalId,
+        operationType: item.type,
+        payload: item.payload,
+        payloadHash: payloadHash(item.payload),
+        orderingKey: item.orderingKey ?? item.externalId,
+        maxAttempts: item.maxAttempts,
+        runAt: item.runAt ?? at,
+      },
+      null,
+    );
+    if (!received) throw new Error('accept decided no event');
+    const state = evolve(null, received);
+    const candidate = { index, state, eventRecord: eventToRecord(state.id, 1, received) };
+    firstByExternalId.set(item.externalId, candidate);
+    candidates.push(candidate);
+  });
+
+  const inserted = await insertNew(db, candidates);
+  const missing = candidates.filter((c) => !inserted.has(c.state.id)).map((c) => c.state.externalId);
+  const existing = missing.length > 0 ? await findByExternalIds(db, missing) : new Map<string, StoredOperation>();
+
+  return items.map((item, index) => {
+    const candidate = firstByExternalId.get(item.externalId) as Candidate;
+    const seq = inserted.get(candidate.state.id);
+    const holder = seq !== undefined ? { ...candidate.state, seq } : existing.get(item.externalId);
+    if (!holder) throw new Error(`operation ${item.externalId} neither inserted nor found`);
+    const same = holder.type === item.type && holder.payloadHash === payloadHash(item.payload);
+    if (!same) return { outcome: 'conflict', operation: holder };
+    const firstOfBatch = seq !== undefined && candidate.index === index;
+    return { outcome: firstOfBatch ? 'accepted' : 'replayed', operation: holder };
+  });
+}
+
+async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, number>> {
+  const records = candidates.map((c, ord) => ({ ...operationToRecord(c.state), event: c.eventRecord, ord }));
+  // One statement, so one implicit transaction and one round trip: both rows or neither.
+  const { rows } = await db.query<{ id: string; seq: string | number }>(
+    `WITH input AS (
+       SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+         id uuid, external_id text, type text, payload jsonb, payload_hash text, ordering_key text, state text,
+         attempts integer, max_attempts integer, run_at timestamptz, fencing_token bigint, version integer,
+         created_at timestamptz, updated_at timestamptz, event jsonb, ord integer)
+     ), inserted AS (
+       INSERT INTO operations (id, external_id, type, payload, payload_hash, ordering_key, state, attempts,
+                               max_attempts, run_at, fencing_token, version, created_at, updated_at)
+       SELECT id, external_id, type, payload, payload_hash, ordering_key, state, attempts,
+              max_attempts, run_at, fencing_token, version, created_at, updated_at
+       FROM input ORDER BY ord
+       ON CONFLICT (external_id) DO NOTHING
+       RETURNING id, seq
+     ), events AS (
+       INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+       SELECT i.id, 1, i.event->>'type', i.event->'data', i.external_id, i.payload_hash, i.created_at
+       FROM input i JOIN inserted USING (id) ORDER BY i.ord
+     )
+     SELECT id, seq FROM inserted`,
+    [JSON.stringify(records)],
+  );
+  return new Map(rows.map((row) => [row.id, Number(row.seq)]));
+}
+
+async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<string, StoredOperation>> {
+  const { rows } = await db.query<OperationRow>(
+    `SELECT * FROM operations WHERE external_id IN (SELECT jsonb_array_elements_text($1::jsonb))`,
+    [JSON.stringify(externalIds)],
+  );
+  return new Map(rows.map((row) => [row.external_id, rowToOperation(row)]));
+}

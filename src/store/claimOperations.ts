@@ -1,0 +1,53 @@
+import { decide } from '../domain/decide.js';
+import type { Db } from './db.js';
+import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
+import { saveTransitions } from './saveTransitions.js';
+
+export interface ClaimOptions {
+  /** Most operations to claim in this batch. */
+  limit: number;
+  now: Date;
+  /** Identifies the worker process holding the lease. */
+  leaseOwner: string;
+  leaseMs: number;
+  /** Only these operation types (the ones this worker has handlers and free slots for). */
+  types: readonly string[];
+}
+
+/**
+ * Claims due PENDING operations that are at the head of their ordering key, in acceptance order.
+ *
+ * Shaped this way because per-key order must hold across any number of workers:
+ * - an operation is claimable only if nothing earlier on its key is still active, and nothing on
+ *   its key is running (the second clause also covers an earlier operation whose insert committed late);
+ * - `FOR UPDATE SKIP LOCKED` lets concurrent claimers pass over each other's rows instead of queueing,
+ *   and a head that another claimer locked is skipped while the rows behind it fail the head check,
+ *   so two workers never run two operations of one key at once.
+ * The lease, the fencing token and the `started` event are written in the same short transaction.
+ */
+export async function claimOperations(db: Db, options: ClaimOptions): Promise<StoredOperation[]> {
+  if (options.limit <= 0 || options.types.length === 0) return [];
+  const now = options.now.toISOString();
+  const leaseExpiresAt = new Date(options.now.getTime() + options.leaseMs).toISOString();
+  return db.transaction(async (tx) => {
+    const { rows } = await tx.query<OperationRow>(
+      `SELECT o.* FROM operations o
+       WHERE o.state = 'PENDING' AND o.run_at <= $1
+         AND o.type IN (SELECT jsonb_array_elements_text($3::jsonb))
+         AND NOT EXISTS (
+           SELECT 1 FROM operations p
+           WHERE p.ordering_key = o.ordering_key
+             AND p.state IN ('PENDING', 'PROCESSING')
+             AND (p.seq < o.seq OR p.state = 'PROCESSING'))
+       ORDER BY o.seq
+       LIMIT $2
+       FOR UPDATE OF o SKIP LOCKED`,
+      [now, options.limit, JSON.stringify(options.types)],
+    );
+    const transitions = rows.map(rowToOperation).map((before) => ({
+      before,
+      events: decide({ kind: 'start', now, leaseOwner: options.leaseOwner, leaseExpiresAt }, before),
+    }));
+    return saveTransitions(tx, transitions);
+  });
+}

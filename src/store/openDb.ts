@@ -1,0 +1,29 @@
+import type { Db } from './db.js';
+import { migrate } from './migrate.js';
+import { createPgDb } from './pgDb.js';
+import { createPgliteDb } from './pgliteDb.js';
+
+export interface OpenDbOptions {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  poolMax: number;
+  applicationName?: string;
+  /** Apply pending migrations before returning. Default true. */
+  migrate?: boolean;
+}
+
+/** A PostgreSQL server when a URL is given, embedded PGlite otherwise; migrated unless told not to. */
+export async function openDb(options: OpenDbOptions): Promise<Db> {
+  const db = options.databaseUrl
+    ? createPgDb({ connectionString: options.databaseUrl, max: options.poolMax, applicationName: options.applicationName ?? 'opsd' })
+    : await createPgliteDb(options.dataDir);
+  if (options.migrate !== false) {
+    try {
+      await migrate(db);
+    } catch (error) {
+      await db.close().catch(() => {});
+      throw error;
+    }
+  }
+  return db;
+}

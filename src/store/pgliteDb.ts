@@ -1,0 +1,35 @@
+import { mkdirSync } from 'node:fs';
+import type { PGlite, Transaction } from '@electric-sql/pglite';
+import type { Db, Queryable, QueryResult } from './db.js';
+
+function wrap(target: PGlite | Transaction): Queryable {
+  return {
+    async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+      const result = await target.query<R>(sql, params as unknown[] | undefined);
+      return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
+    },
+    async exec(sql: string): Promise<void> {
+      await target.exec(sql);
+    },
+  };
+}
+
+/**
+ * Embedded PostgreSQL (PGlite, WASM) with data in `dataDir`, or in memory when it is undefined.
+ * PGlite is one session: transactions and statements are serialised by PGlite itself.
+ */
+export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
+  // Imported lazily: processes on a PostgreSQL server never load the WASM build.
+  const { PGlite } = await import('@electric-sql/pglite');
+  if (dataDir) mkdirSync(dataDir, { recursive: true });
+  const db = await PGlite.create(dataDir);
+  const direct = wrap(db);
+  return {
+    kind: 'pglite',
+    query: direct.query,
+    exec: direct.exec,
+    transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    withSession: (fn) => fn(direct),
+    close: () => db.close(),
+  };
+}

@@ -1,0 +1,31 @@
+import { decide } from '../domain/decide.js';
+import type { Db } from './db.js';
+import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
+import { saveTransitions } from './saveTransitions.js';
+
+/**
+ * Puts operations whose lease ran out back to PENDING (`lease_expired`), or FAILED when that was
+ * their last attempt. Rows another process is already rescuing are skipped, not waited for.
+ */
+export async function rescueExpiredLeases(
+  db: Db,
+  options: { now: Date; limit: number; retryDelayMs?: number },
+): Promise<StoredOperation[]> {
+  const now = options.now.toISOString();
+  const retryAt = new Date(options.now.getTime() + (options.retryDelayMs ?? 0)).toISOString();
+  return db.transaction(async (tx) => {
+    const { rows } = await tx.query<OperationRow>(
+      `SELECT * FROM operations
+       WHERE state = 'PROCESSING' AND lease_expires_at <= $1
+       ORDER BY lease_expires_at
+       LIMIT $2
+       FOR UPDATE SKIP LOCKED`,
+      [now, options.limit],
+    );
+    const transitions = rows.map(rowToOperation).map((before) => ({
+      before,
+      events: decide({ kind: 'expire_lease', now, retryAt }, before),
+    }));
+    return saveTransitions(tx, transitions);
+  });
+}

@@ -1,0 +1,259 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AttemptOutcome } from '../domain/commands.js';
+import { createMicroBatcher } from '../lib/microBatcher.js';
+import { WakeSignal } from '../lib/wakeSignal.js';
+import { applyCommands, type AddressedCommand, type CommandResult } from '../store/applyCommands.js';
+import { claimOperations } from '../store/claimOperations.js';
+import type { Db } from '../store/db.js';
+import { extendLeases } from '../store/extendLeases.js';
+import type { StoredOperation } from '../store/operationRow.js';
+import type { HandlerRegistry } from './handlerRegistry.js';
+import { AttemptAborted, runAttempt } from './runAttempt.js';
+
+/** Options of a worker; every one has a default. */
+export interface WorkerOptions {
+  db: Db;
+  registry: HandlerRegistry;
+  logger: Logger;
+  /** Attempts run at the same time. Default 10. */
+  concurrency?: number;
+  /** How long a claim holds without renewal, in ms. Renewed every third of it. Default 30000. */
+  leaseMs?: number;
+  /** Longest sleep between claims when nothing wakes the worker, in ms. Default 1000. */
+  pollIntervalMs?: number;
+  /** Lease owner name. Default `hostname:pid:random`. */
+  workerId?: string;
+  now?: () => Date;
+  random?: () => number;
+}
+
+/** Counters a worker keeps since it started. */
+export interface WorkerStats {
+  running: number;
+  claimed: number;
+  completed: number;
+  rejected: number;
+  retried: number;
+  failed: number;
+  released: number;
+  leaseLost: number;
+}
+
+interface RunningAttempt {
+  operation: StoredOperation;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+/**
+ * Claims due operations, runs their handlers outside any transaction, and records each outcome
+ * only while its fencing token still holds. Outcomes finishing in the same tick are written in one
+ * transaction.
+ */
+export class Worker {
+  readonly id: string;
+  readonly #db: Db;
+  readonly #registry: HandlerRegistry;
+  readonly #log: Logger;
+  readonly #concurrency: number;
+  readonly #leaseMs: number;
+  readonly #pollIntervalMs: number;
+  readonly #now: () => Date;
+  readonly #random: () => number;
+  readonly #wake = new WakeSignal();
+  readonly #running = new Map<string, RunningAttempt>();
+  readonly #record: (command: AddressedCommand) => Promise<CommandResult>;
+  readonly #stats: Omit<WorkerStats, 'running'> = {
+    claimed: 0,
+    completed: 0,
+    rejected: 0,
+    retried: 0,
+    failed: 0,
+    released: 0,
+    leaseLost: 0,
+  };
+  #stopping = false;
+  #loop: Promise<void> | null = null;
+  #heartbeat: NodeJS.Timeout | null = null;
+
+  constructor(options: WorkerOptions) {
+    this.#db = options.db;
+    this.#registry = options.registry;
+    this.#concurrency = options.concurrency ?? 10;
+    this.#leaseMs = options.leaseMs ?? 30_000;
+    this.#pollIntervalMs = options.pollIntervalMs ?? 1000;
+    this.#now = options.now ?? (() => new Date());
+    this.#random = options.random ?? Math.random;
+    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.#log = options.logger.child({ worker: this.id });
+    this.#record = createMicroBatcher((commands) => applyCommands(this.#db, commands), { maxBatch: 500 });
+  }
+
+  get stats(): WorkerStats {
+    return { running: this.#running.size, ...this.#stats };
+  }
+
+  start(): void {
+    if (this.#loop) return;
+    this.#loop = this.#claimLoop();
+    this.#heartbeat = setInterval(() => void this.#renewLeases(), Math.max(50, Math.floor(this.#leaseMs / 3)));
+    this.#heartbeat.unref();
+  }
+
+  /** Something may be claimable now (a new operation was accepted, or becomes due). */
+  notify(): void {
+    this.#wake.notify();
+  }
+
+  /** Wakes the worker at `at` (a retry or a scheduled run); a no-op for instants already past. */
+  notifyAt(at: Date): void {
+    const delay = at.getTime() - this.#now().getTime();
+    if (delay <= 0) return this.notify();
+    setTimeout(() => this.notify(), Math.min(delay, 2 ** 31 - 1)).unref();
+  }
+
+  /**
+   * Stops claiming, lets running attempts finish within `graceMs`, then aborts the rest and
+   * releases them back to PENDING so another worker can take them at once.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    this.#wake.notify();
+    await this.#loop;
+    const drained = Promise.allSettled([...this.#running.values()].map((a) => a.done));
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs);
+    });
+    const finished = await Promise.race([drained.then(() => 'drained' as const), graceOver]);
+    clearTimeout(timer);
+    if (finished === 'timeout') await this.#releaseRunning();
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+  }
+
+  async #claimLoop(): Promise<void> {
+    while (!this.#stopping) {
+      const free = this.#concurrency - this.#running.size;
+      if (free > 0) {
+        try {
+          const claimed = await claimOperations(this.#db, {
+            limit: free,
+            now: this.#now(),
+            leaseOwner: this.id,
+            leaseMs: this.#leaseMs,
+            types: this.#registry.types(),
+          });
+          for (const operation of claimed) this.#startAttempt(operation);
+        } catch (error) {
+          this.#log.error({ err: error }, 'claim failed; retrying');
+        }
+      }
+      if (this.#stopping) break;
+      await this.#wake.wait(this.#pollIntervalMs);
+    }
+  }
+
+  #startAttempt(operation: StoredOperation): void {
+    this.#stats.claimed += 1;
+    const registered = this.#registry.get(operation.type);
+    const controller = new AbortController();
+    const log = this.#log.child({ operation_id: operation.id, type: operation.type, attempt: operation.attempts });
+    log.debug('attempt started');
+    const done = (async () => {
+      if (!registered) {
+        // Claims are filtered by registered types, so this is a registry changed under a running worker.
+        throw new Error(`no handler for ${operation.type}`);
+      }
+      const outcome = await runAttempt(operation, registered, controller, { now: this.#now, random: this.#random, log });
+      if (outcome) await this.#recordOutcome(operation, outcome, log);
+    })()
+      .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
+      .finally(() => {
+        this.#running.delete(operation.id);
+        this.#wake.notify();
+      });
+    this.#running.set(operation.id, { operation, controller, done });
+  }
+
+  async #recordOutcome(operation: StoredOperation, outcome: AttemptOutcome, log: Logger): Promise<void> {
+    const result = await this.#recordWithRetry({ operationId: operation.id, command: outcome });
+    if (!result.ok) {
+      this.#stats.leaseLost += 1;
+      log.warn({ code: result.error.code }, 'outcome discarded: the attempt no longer holds the lease');
+      return;
+    }
+    const after = result.operation;
+    switch (after.status) {
+      case 'COMPLETED':
+        this.#stats.completed += 1;
+        log.info('operation completed');
+        break;
+      case 'REJECTED':
+        this.#stats.rejected += 1;
+        log.info({ reason: after.lastError }, 'operation rejected');
+        break;
+      case 'FAILED':
+        this.#stats.failed += 1;
+        log.warn({ error: after.lastError }, 'operation failed: attempts exhausted');
+        break;
+      case 'PENDING':
+        this.#stats.retried += 1;
+        log.info({ error: after.lastError, retry_at: after.runAt }, 'attempt failed; retry scheduled');
+        this.notifyAt(new Date(after.runAt));
+        break;
+      default:
+        log.warn({ state: after.status }, 'unexpected state after outcome');
+    }
+  }
+
+  /** A database blip must not lose an outcome while the lease still holds: retry for up to one lease. */
+  async #recordWithRetry(command: AddressedCommand): Promise<CommandResult> {
+    const deadline = Date.now() + this.#leaseMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        return await this.#record(command);
+      } catch (error) {
+        if (Date.now() + delay > deadline) throw error;
+        this.#log.warn({ err: error, operation_id: command.operationId }, 'recording outcome failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  async #renewLeases(): Promise<void> {
+    const held = [...this.#running.values()]
+      .filter((a) => !a.controller.signal.aborted)
+      .map((a) => ({ operationId: a.operation.id, fencingToken: a.operation.fencingToken }));
+    if (held.length === 0) return;
+    try {
+      const lost = await extendLeases(this.#db, held, new Date(this.#now().getTime() + this.#leaseMs));
+      for (const id of lost) {
+        const attempt = this.#running.get(id);
+        if (!attempt || attempt.controller.signal.aborted) continue;
+        this.#stats.leaseLost += 1;
+        this.#log.warn({ operation_id: id }, 'lease lost; aborting the attempt');
+        attempt.controller.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
+      }
+    } catch (error) {
+      this.#log.warn({ err: error }, 'lease renewal failed');
+    }
+  }
+
+  async #releaseRunning(): Promise<void> {
+    const attempts = [...this.#running.values()];
+    for (const attempt of attempts) attempt.controller.abort(new AttemptAborted('shutdown', 'worker shutting down'));
+    await Promise.allSettled(attempts.map((a) => a.done));
+    const results = await applyCommands(
+      this.#db,
+      attempts.map((a) => ({
+        operationId: a.operation.id,
+        command: { kind: 'release', now: this.#now().toISOString(), fencingToken: a.operation.fencingToken },
+      })),
+    );
+    const released = results.filter((r) => r.ok).length;
+    this.#stats.released += released;
+    this.#log.info({ released }, 'released attempts still running at the end of the grace period');
+  }
+}
