@@ -94,7 +94,8 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
      ), inserted AS (
        INSERT INTO operations (id, external_id, type, payload, payload_hash, ordering_key, state, attempts,
                                max_attempts, run_at, fencing_token, version, created_at, updated_at)
-       SELECT id, external_id, type, payload, payload_hash, ordering_key, state, attempts,
+       -- jsonb_to_recordset reads a JSON null as SQL NULL; a null payload is still a payload.
+       SELECT id, external_id, type, COALESCE(payload, 'null'::jsonb), payload_hash, ordering_key, state, attempts,
               max_attempts, run_at, fencing_token, version, created_at, updated_at
        FROM input ORDER BY ord
        ON CONFLICT (external_id) DO NOTHING

@@ -1,0 +1,48 @@
+import { randomBytes } from 'node:crypto';
+import { pino, type Logger } from 'pino';
+
+/** Quiet unless TEST_LOG_LEVEL asks otherwise. */
+export function testLogger(): Logger {
+  return pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+}
+
+/** A prefix that keeps each test's external ids apart inside a shared database. */
+export function uniqueId(prefix = 't'): string {
+  return `${prefix}-${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * Waits until `probe` returns a truthy value, checking every `intervalMs`; fails with `what`
+ * after `timeoutMs`. For waiting on a state, never for a fixed time.
+ */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  { timeoutMs = 20_000, intervalMs = 25 } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** A clock tests move by hand. */
+export function manualClock(start = new Date('2030-01-01T00:00:00.000Z')) {
+  let current = start.getTime();
+  return {
+    now: () => new Date(current),
+    advance(ms: number) {
+      current += ms;
+    },
+  };
+}

@@ -1,0 +1,258 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, it } from 'node:test';
+import type { OperationEvent } from '../src/domain/events.js';
+import { foldEvents } from '../src/domain/evolve.js';
+import { applyCommands } from '../src/store/applyCommands.js';
+import { listEvents } from '../src/store/readOperations.js';
+import { rowToEvent, rowToOperation, type EventRow, type OperationRow } from '../src/store/operationRow.js';
+import { demoEcho, demoSleep, httpRequest } from '../src/worker/builtinOperations.js';
+import { defineOperation } from '../src/worker/defineOperation.js';
+import { RejectError, RetryError } from '../src/worker/handlerErrors.js';
+import { describeEachBackend } from './support/backends.js';
+import { uniqueId, waitFor } from './support/helpers.js';
+import { startWorker } from './support/workerHarness.js';
+
+let upstream: Server;
+let upstreamUrl: string;
+before(async () => {
+  // A third party on loopback: /ok answers 200, /busy 503 with Retry-After, /missing 404.
+  upstream = createServer((request, response) => {
+    const status = request.url === '/ok' ? 200 : request.url === '/busy' ? 503 : 404;
+    if (status === 503) response.setHeader('retry-after', '1');
+    response.setHeader('content-type', 'application/json');
+    response.writeHead(status).end(JSON.stringify({ path: request.url, method: request.method }));
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+});
+after(() => new Promise<void>((resolve) => upstream.close(() => resolve())));
+
+describeEachBackend('worker', (db) => {
+  it('runs operations on one key in acceptance order without overlap, and different keys in parallel', async () => {
+    const harness = startWorker(db(), [demoSleep as never], { concurrency: 10 });
+    try {
+      const keys = Array.from({ length: 5 }, () => uniqueId('key'));
+      const accepted = [];
+      for (let i = 0; i < 200; i += 1) {
+        const [op] = await harness.submit({ externalId: uniqueId(), payload: { ms: 5 }, orderingKey: keys[i % 5] });
+        accepted.push(op!);
+      }
+      for (const op of accepted) assert.equal((await harness.settled(op.id)).status, 'COMPLETED');
+
+      const spans = new Map<string, { start: number; end: number; seq: number }[]>();
+      for (const op of accepted) {
+        const events = (await listEvents(db(), op.id)).map((e) => e.event);
+        const started = events.filter((e) => e.type === 'started');
+        const completed = events.find((e) => e.type === 'completed');
+        assert.equal(started.length, 1);
+        const list = spans.get(op.orderingKey) ?? [];
+        list.push({ start: Date.parse(started[0]!.at), end: Date.parse(completed!.at), seq: op.seq });
+        spans.set(op.orderingKey, list);
+      }
+      for (const [key, list] of spans) {
+        list.sort((a, b) => a.seq - b.seq);
+        for (let i = 1; i < list.length; i += 1) {
+          assert.ok(list[i]!.start >= list[i - 1]!.end, `key ${key}: operation ${i} started before ${i - 1} ended`);
+        }
+      }
+      const all = [...spans.entries()].flatMap(([key, list]) => list.map((s) => ({ key, ...s })));
+      const overlapAcrossKeys = all.some((a) => all.some((b) => a.key !== b.key && a.start < b.end && b.start < a.end));
+      assert.ok(overlapAcrossKeys, 'operations on different keys should have run at the same time');
+    } finally {
+      await harness.worker.stop(1000);
+    }
+    assert.equal(harness.worker.stats.running, 0);
+  });
+
+  it('retries with backoff and completes when an attempt succeeds', async () => {
+    const calls = new Map<string, number>();
+    const flaky = defineOperation({
+      type: 'test.flaky',
+      backoff: { baseMs: 5, maxMs: 20 },
+      handle: ({ operation }) => {
+        const n = (calls.get(operation.id) ?? 0) + 1;
+        calls.set(operation.id, n);
+        if (n < 3) throw new Error(`boom ${n}`);
+        return { n };
+      },
+    });
+    const harness = startWorker(db(), [flaky as never]);
+    try {
+      const [op] = await harness.submit({ externalId: uniqueId(), payload: null, maxAttempts: 5 });
+      const done = await harness.settled(op!.id);
+      assert.equal(done.status, 'COMPLETED');
+      assert.equal(done.attempts, 3);
+      assert.deepEqual(done.result, { n: 3 });
+      assert.deepEqual(await harness.eventTypes(op!.id), ['received', 'started', 'attempt_failed', 'started', 'attempt_failed', 'started', 'completed']);
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
+  it('fails after max_attempts, and a re-drive gives it a fresh set', async () => {
+    let succeed = false;
+    const broken = defineOperation({
+      type: 'test.broken',
+      backoff: { baseMs: 1, maxMs: 2 },
+      handle: () => {
+        if (!succeed) throw new Error('always');
+        return 'fixed';
+      },
+    });
+    const harness = startWorker(db(), [broken as never]);
+    try {
+      const [op] = await harness.submit({ externalId: uniqueId(), payload: null, maxAttempts: 2 });
+      const failed = await harness.settled(op!.id);
+      assert.equal(failed.status, 'FAILED');
+      assert.deepEqual(failed.lastError, { code: 'OPSD_HANDLER_ERROR', message: 'always' });
+      assert.deepEqual(await harness.eventTypes(op!.id), ['received', 'started', 'attempt_failed', 'started', 'failed']);
+
+      succeed = true;
+      const [redriven] = await applyCommands(db(), [{ operationId: op!.id, command: { kind: 'redrive', now: new Date().toISOString() } }]);
+      assert.equal(redriven?.ok, true);
+      harness.worker.notify();
+      assert.equal((await harness.settled(op!.id)).status, 'COMPLETED');
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
+  it('a rejection is final: REJECTED, no retry', async () => {
+    const refuse = defineOperation({
+      type: 'test.refuse',
+      handle: () => {
+        throw new RejectError('INSUFFICIENT_FUNDS', 'balance too low', { balance: 3 });
+      },
+    });
+    const harness = startWorker(db(), [refuse as never]);
+    try {
+      const [op] = await harness.submit({ externalId: uniqueId(), payload: null, maxAttempts: 5 });
+      const done = await harness.settled(op!.id);
+      assert.equal(done.status, 'REJECTED');
+      assert.equal(done.attempts, 1);
+      assert.deepEqual(done.lastError, { code: 'INSUFFICIENT_FUNDS', message: 'balance too low', details: { balance: 3 } });
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
+  it('aborts an attempt past its timeout and counts it as a failure', async () => {
+    let sawAbort = false;
+    const slow = defineOperation({
+      type: 'test.slow',
+      timeoutMs: 50,
+      handle: ({ signal }) =>
+        new Promise((_, reject) => {
+          signal.addEventListener('abort', () => {
+            sawAbort = true;
+            reject(signal.reason);
+          });
+        }),
+    });
+    const harness = startWorker(db(), [slow as never]);
+    try {
+      const [op] = await harness.submit({ externalId: uniqueId(), payload: null, maxAttempts: 1 });
+      const done = await harness.settled(op!.id);
+      assert.equal(done.status, 'FAILED');
+      assert.equal(done.lastError?.code, 'OPSD_TIMEOUT');
+      assert.ok(sawAbort, 'the handler saw its signal abort');
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
+  it('honours a RetryError retryAfterMs exactly', async () => {
+    const later = defineOperation({
+      type: 'test.later',
+      handle: ({ operation }) => {
+        if (operation.attempt === 1) throw new RetryError('come back later', { retryAfterMs: 300 });
+        return 'ok';
+      },
+    });
+    const harness = startWorker(db(), [later as never]);
+    try {
+      const [op] = await harness.submit({ externalId: uniqueId(), payload: null });
+      assert.equal((await harness.settled(op!.id)).status, 'COMPLETED');
+      const events = (await listEvents(db(), op!.id)).map((e) => e.event);
+      const failed = events.find((e) => e.type === 'attempt_failed') as Extract<OperationEvent, { type: 'attempt_failed' }>;
+      assert.equal(Date.parse(failed.retryAt) - Date.parse(failed.at), 300);
+      const secondStart = events.filter((e) => e.type === 'started')[1]!;
+      assert.ok(Date.parse(secondStart.at) >= Date.parse(failed.retryAt));
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
+  it('on stop, lets short attempts finish and releases the ones past the grace period', async () => {
+    const quick = defineOperation({ type: 'test.quick', handle: async () => new Promise((r) => setTimeout(() => r('done'), 100)) });
+    const stuck = defineOperation({ type: 'test.stuck', timeoutMs: 600_000, handle: () => new Promise(() => {}) });
+    const harness = startWorker(db(), [quick as never, stuck as never]);
+    let quickOp, stuckOp;
+    try {
+      [quickOp] = await harness.submit({ externalId: uniqueId(), payload: null, type: harness.types[0] });
+      [stuckOp] = await harness.submit({ externalId: uniqueId(), payload: null, type: harness.types[1] });
+      await waitFor('both attempts running', () => harness.worker.stats.running === 2);
+    } finally {
+      await harness.worker.stop(300);
+    }
+    assert.equal(harness.worker.stats.running, 0);
+    assert.equal((await harness.settled(quickOp!.id)).status, 'COMPLETED');
+    const { rows } = await db().query<OperationRow>('SELECT * FROM operations WHERE id = $1', [stuckOp!.id]);
+    const released = rowToOperation(rows[0]!);
+    assert.equal(released.status, 'PENDING');
+    assert.equal(released.attempts, 0, 'a released attempt does not count');
+    assert.deepEqual(await harness.eventTypes(stuckOp!.id), ['received', 'started', 'released']);
+  });
+
+  it('http.request: 2xx completes, 5xx retries after Retry-After, other 4xx rejects', async () => {
+    const harness = startWorker(db(), [httpRequest as never]);
+    try {
+      const [ok, busy, missing] = await harness.submit([
+        { externalId: uniqueId(), payload: { method: 'POST', url: `${upstreamUrl}/ok`, body: { a: 1 } } },
+        { externalId: uniqueId(), payload: { method: 'GET', url: `${upstreamUrl}/busy` }, maxAttempts: 2 },
+        { externalId: uniqueId(), payload: { method: 'GET', url: `${upstreamUrl}/missing` } },
+      ]);
+      const okDone = await harness.settled(ok!.id);
+      assert.equal(okDone.status, 'COMPLETED');
+      assert.deepEqual(okDone.result, { status: 200, body: { path: '/ok', method: 'POST' } });
+      const missingDone = await harness.settled(missing!.id);
+      assert.equal(missingDone.status, 'REJECTED');
+      assert.equal(missingDone.lastError?.code, 'OPSD_HTTP_REJECTED');
+      const busyDone = await harness.settled(busy!.id);
+      assert.equal(busyDone.status, 'FAILED');
+      const events = (await listEvents(db(), busy!.id)).map((e) => e.event);
+      const retry = events.find((e) => e.type === 'attempt_failed') as Extract<OperationEvent, { type: 'attempt_failed' }>;
+      assert.equal(Date.parse(retry.retryAt) - Date.parse(retry.at), 1000);
+      assert.equal(retry.error.code, 'OPSD_HTTP_RETRYABLE_STATUS');
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
+  it('the projection equals a fold of the events, for every operation in the store', async () => {
+    const harness = startWorker(db(), [demoEcho as never]);
+    try {
+      const ops = await harness.submit(Array.from({ length: 30 }, () => ({ externalId: uniqueId(), payload: { x: 1 } })));
+      for (const op of ops) await harness.settled(op.id);
+    } finally {
+      await harness.worker.stop(1000);
+    }
+    const { rows: eventRows } = await db().query<EventRow>('SELECT * FROM operation_events ORDER BY operation_id, seq');
+    const byOperation = new Map<string, OperationEvent[]>();
+    for (const row of eventRows) {
+      const stored = rowToEvent(row);
+      byOperation.set(stored.operationId, [...(byOperation.get(stored.operationId) ?? []), stored.event]);
+    }
+    const { rows } = await db().query<OperationRow>('SELECT * FROM operations');
+    assert.ok(rows.length >= 200, `expected the operations of every test so far, got ${rows.length}`);
+    for (const row of rows) {
+      const { seq: _seq, ...projected } = rowToOperation(row);
+      const folded = foldEvents(byOperation.get(row.id) ?? []);
+      // Lease renewals are not events; compare the lease expiry only where no attempt is running.
+      if (projected.status === 'PROCESSING' && folded) folded.leaseExpiresAt = projected.leaseExpiresAt;
+      assert.deepEqual(projected, folded, `operation ${row.id}`);
+    }
+  });
+});
