@@ -7,6 +7,9 @@ import { HandlerRegistry } from '../../src/worker/handlerRegistry.js';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.js';
 import { testLogger, uniqueId, waitFor } from './helpers.js';
 
+/** An operation to accept; type defaults to the worker's first type, max attempts to 3. */
+type Submission = Omit<NewOperation, 'maxAttempts' | 'type'> & { type?: string | undefined; maxAttempts?: number };
+
 const TERMINAL = new Set(['COMPLETED', 'REJECTED', 'FAILED', 'CANCELLED']);
 
 /**
@@ -31,7 +34,7 @@ export function startWorker(
   return {
     worker,
     types,
-    async submit(items: Omit<NewOperation, 'maxAttempts' | 'type'> & { type?: string; maxAttempts?: number }[] | (Omit<NewOperation, 'maxAttempts' | 'type'> & { type?: string; maxAttempts?: number })): Promise<StoredOperation[]> {
+    async submit(items: Submission | Submission[]): Promise<StoredOperation[]> {
       const list = Array.isArray(items) ? items : [items];
       const results = await acceptOperations(
         db,
