@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { uniqueId, waitFor } from './support/helpers.js';
+import { http, runOpsd, startOpsd } from './support/opsdProcess.js';
+
+const embedded = { DATABASE_URL: '' };
+
+describe('opsd command', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'opsd-cli-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('--help on every command', async () => {
+    for (const args of [['--help'], ['start', '--help'], ['migrate', '--help']]) {
+      const { code, stdout } = await runOpsd(args);
+      assert.equal(code, 0);
+      assert.match(stdout, /Usage: opsd/);
+    }
+    const { stdout } = await runOpsd(['start', '--help']);
+    for (const flag of ['--port', '--database-url', '--data-dir', '--handlers', '--concurrency', '--grace-ms', '--log-level']) {
+      assert.ok(stdout.includes(flag), `start --help mentions ${flag}`);
+    }
+  });
+
+  it('fails at start with a clear message on invalid configuration', async () => {
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ PORT: 'eighty' }, /PORT must be an integer from 0 to 65535 \(got "eighty"\)/],
+      [{ DATABASE_URL: 'mysql://localhost/db' }, /DATABASE_URL must be a postgres:\/\/ URL/],
+      [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of/],
+      [{ OPSD_HANDLERS: join(dir, 'missing.mjs') }, /OPSD_HANDLERS names a file that does not exist/],
+    ];
+    for (const [env, message] of cases) {
+      const { code, stderr } = await runOpsd(['start'], { OPSD_DATA_DIR: join(dir, 'never'), ...env });
+      assert.equal(code, 2, `exit code for ${JSON.stringify(env)}`);
+      assert.match(stderr, message);
+    }
+  });
+
+  it('migrate applies the migrations once', async () => {
+    const dataDir = join(dir, 'migrate');
+    const first = await runOpsd(['migrate', '--data-dir', dataDir], embedded);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /applied: 001_operations/);
+    const second = await runOpsd(['migrate', '--data-dir', dataDir], embedded);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /up to date/);
+  });
+
+  it('runs handlers from OPSD_HANDLERS, drains on SIGTERM and exits 0', async () => {
+    const handlers = join(dir, 'handlers.mjs');
+    const entry = pathToFileURL(join(process.cwd(), 'dist/index.js')).href;
+    writeFileSync(
+      handlers,
+      `import { defineOperation, RejectError } from ${JSON.stringify(entry)};
+export const charge = defineOperation({
+  type: 'payments.charge',
+  payload: { type: 'object', required: ['amount'], properties: { amount: { type: 'integer' } } },
+  async handle({ payload }) {
+    if (payload.amount > 1000) throw new RejectError('LIMIT_EXCEEDED', 'amount over limit');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    return { charged: payload.amount };
+  },
+});
+`,
+    );
+    const opsd = await startOpsd({ ...embedded, OPSD_DATA_DIR: join(dir, 'handlers-data'), OPSD_HANDLERS: handlers });
+    const small = await http<{ id: string }>(`${opsd.url}/v1/operations`, {
+      method: 'POST',
+      body: { type: 'payments.charge', external_id: uniqueId('pay'), payload: { amount: 10 } },
+    });
+    assert.equal(small.status, 202);
+    const invalid = await http<{ error: { code: string } }>(`${opsd.url}/v1/operations`, {
+      method: 'POST',
+      body: { type: 'payments.charge', external_id: uniqueId('pay'), payload: { amount: 'ten' } },
+    });
+    assert.equal(invalid.body.error.code, 'OPSD_ERR_PAYLOAD_INVALID');
+    await waitFor('the charge to be running', async () => (await http<{ state: string }>(`${opsd.url}/v1/operations/${small.body.id}`)).body.state === 'PROCESSING');
+    opsd.child.kill('SIGTERM');
+    const exit = await opsd.exited;
+    assert.equal(exit.code, 0, opsd.output());
+    assert.match(opsd.output(), /"completed":1/, 'the running handler finished inside the grace period');
+
+    const restarted = await startOpsd({ ...embedded, OPSD_DATA_DIR: join(dir, 'handlers-data'), OPSD_HANDLERS: handlers });
+    try {
+      const { body } = await http<{ state: string; result: unknown }>(`${restarted.url}/v1/operations/${small.body.id}`);
+      assert.deepEqual([body.state, body.result], ['COMPLETED', { charged: 10 }]);
+      const big = await http<{ id: string }>(`${restarted.url}/v1/operations`, {
+        method: 'POST',
+        body: { type: 'payments.charge', external_id: uniqueId('pay'), payload: { amount: 5000 } },
+      });
+      const rejected = await waitFor('the big charge to be rejected', async () => {
+        const op = await http<{ state: string; error: { code: string } | null }>(`${restarted.url}/v1/operations/${big.body.id}`);
+        return op.body.state === 'REJECTED' ? op.body : null;
+      });
+      assert.equal(rejected.error?.code, 'LIMIT_EXCEEDED');
+    } finally {
+      restarted.child.kill('SIGTERM');
+      assert.equal((await restarted.exited).code, 0);
+    }
+  });
+
+  it('a second signal exits at once without waiting for the grace period', async () => {
+    const opsd = await startOpsd({ ...embedded, OPSD_DATA_DIR: join(dir, 'second-signal'), OPSD_GRACE_MS: '60000' });
+    const { body } = await http<{ id: string }>(`${opsd.url}/v1/operations`, {
+      method: 'POST',
+      body: { type: 'demo.sleep', external_id: uniqueId('long'), payload: { ms: 60_000 } },
+    });
+    await waitFor('the long sleep to be running', async () => (await http<{ state: string }>(`${opsd.url}/v1/operations/${body.id}`)).body.state === 'PROCESSING');
+    const sentAt = Date.now();
+    opsd.child.kill('SIGTERM');
+    await waitFor('the shutdown to begin', () => opsd.output().includes('shutting down'));
+    opsd.child.kill('SIGINT');
+    const exit = await opsd.exited;
+    assert.equal(exit.code, 130);
+    assert.ok(Date.now() - sentAt < 30_000, 'did not wait for the 60 s grace period');
+  });
+});
