@@ -23,8 +23,16 @@ export interface Config {
   graceMs: number;
   /** `OPSD_BODY_LIMIT`: largest request body in bytes, default 1048576. */
   bodyLimit: number;
-  /** `DB_POOL_MAX`: PostgreSQL pool size, default 10. */
-  dbPoolMax: number;
+  /** `DB_POOL_MAX`: PostgreSQL pool size; default per role (intake 5, api 25, worker 15, start 10). */
+  dbPoolMax: number | undefined;
+  /** `REDIS_URL`: dispatch through BullMQ when set; in-process otherwise. */
+  redisUrl: string | undefined;
+  /** `OPSD_REDIS_PREFIX`: prefix of every Redis key, default `opsd`. */
+  redisPrefix: string;
+  /** `OPSD_HEALTH_PORT`: a worker's health server, default 3002. */
+  healthPort: number;
+  /** `OPSD_TYPE_CONCURRENCY`: per-type limits, `type=n,type=n`. */
+  typeConcurrency: Record<string, number>;
 }
 
 /** Flags given on the command line; each overrides its environment variable. */
@@ -38,6 +46,21 @@ export class ConfigError extends Error {
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** `payments.charge=5,pdf.render=2` → `{ 'payments.charge': 5, 'pdf.render': 2 }`. */
+function parseTypeConcurrency(raw: string | undefined, problems: string[]): Record<string, number> {
+  const limits: Record<string, number> = {};
+  if (!raw) return limits;
+  for (const part of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const match = /^([^=\s]+)=(\d+)$/.exec(part);
+    if (!match || Number(match[2]) < 1) {
+      problems.push(`OPSD_TYPE_CONCURRENCY must look like "type=5,other.type=2" (bad part "${part}")`);
+      continue;
+    }
+    limits[match[1] as string] = Number(match[2]);
+  }
+  return limits;
+}
 
 /** Resolves flags over environment over defaults; throws one ConfigError naming every problem. */
 export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Config {
@@ -71,6 +94,10 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
       problems.push(`DATABASE_URL must be a postgres:// URL (got "${databaseUrl.replace(/:[^:@/]*@/, ':***@')}")`);
     }
   }
+  const redisUrl = pick('redisUrl', 'REDIS_URL');
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {
+    problems.push(`REDIS_URL must be a redis:// URL (got "${redisUrl.replace(/:[^:@/]*@/, ':***@')}")`);
+  }
   const handlersPath = pick('handlersPath', 'OPSD_HANDLERS');
   if (handlersPath !== undefined && !existsSync(resolve(handlersPath))) {
     problems.push(`OPSD_HANDLERS names a file that does not exist: ${resolve(handlersPath)}`);
@@ -89,7 +116,11 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
     leaseMs: integer('leaseMs', 'OPSD_LEASE_MS', 30_000, 100, 86_400_000),
     graceMs: integer('graceMs', 'OPSD_GRACE_MS', 30_000, 0, 86_400_000),
     bodyLimit: integer('bodyLimit', 'OPSD_BODY_LIMIT', 1024 * 1024, 1024, 1024 * 1024 * 1024),
-    dbPoolMax: integer('dbPoolMax', 'DB_POOL_MAX', 10, 1, 1000),
+    dbPoolMax: pick('dbPoolMax', 'DB_POOL_MAX') === undefined ? undefined : integer('dbPoolMax', 'DB_POOL_MAX', 10, 1, 1000),
+    redisUrl,
+    redisPrefix: pick('redisPrefix', 'OPSD_REDIS_PREFIX') ?? 'opsd',
+    healthPort: integer('healthPort', 'OPSD_HEALTH_PORT', 3002, 0, 65535),
+    typeConcurrency: parseTypeConcurrency(pick('typeConcurrency', 'OPSD_TYPE_CONCURRENCY'), problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

@@ -2,22 +2,35 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { buildApp } from './api/app.js';
 import type { Config } from './config.js';
-import { createInProcessDispatcher } from './dispatch/dispatcher.js';
+import { createInProcessDispatcher, type Dispatcher } from './dispatch/dispatcher.js';
+import { createReconciler } from './dispatch/reconciler.js';
 import { runPeriodically } from './lib/periodic.js';
 import type { Db } from './store/db.js';
 import { openDb } from './store/openDb.js';
+import { startHealthServer } from './worker/healthServer.js';
 import { createLeaseRescuer } from './worker/leaseRescuer.js';
 import { loadHandlers } from './worker/loadHandlers.js';
 import { Worker } from './worker/worker.js';
 
+/** What a process does: everything (`start`), or one part of a scaled-out deployment. */
+export type Role = 'start' | 'api' | 'worker' | 'intake';
+
+/** PostgreSQL pool size per role when `DB_POOL_MAX` is unset. */
+export const POOL_DEFAULTS: Record<Role, number> = { intake: 5, api: 25, worker: 15, start: 10 };
+
 /** A running opsd process. */
 export interface RunningService {
-  /** Base URL the API listens on. */
-  url: string;
-  app: FastifyInstance;
+  role: Role;
+  /** Base URL of the HTTP API (api, intake, start). */
+  url: string | null;
+  /** Base URL of the worker health server (worker). */
+  healthUrl: string | null;
+  app: FastifyInstance | null;
   db: Db;
-  worker: Worker;
+  worker: Worker | null;
+  dispatcher: Dispatcher;
   logger: Logger;
+  isLeader(): boolean;
   /** Stops accepting, drains workers within the grace period, closes the store. Idempotent. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -26,41 +39,156 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'opsd', pid: process.pid } });
 }
 
-/** Everything in one process: API, worker and lease rescuer, on one store. */
-export async function startService(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningService> {
-  const registry = await loadHandlers(config.handlersPath);
-  const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
-  logger.info({ store: db.kind, data_dir: db.kind === 'pglite' ? config.dataDir : undefined, types: registry.types() }, 'store ready');
+async function createDispatcher(config: Config, worker: Worker | null): Promise<Dispatcher> {
+  if (!config.redisUrl) return createInProcessDispatcher(worker);
+  const { createBullmqDispatcher } = await import('./dispatch/bullmqDispatcher.js');
+  return createBullmqDispatcher({ redisUrl: config.redisUrl, prefix: config.redisPrefix });
+}
 
-  const worker = new Worker({ db, registry, logger, concurrency: config.concurrency, leaseMs: config.leaseMs });
-  const dispatcher = createInProcessDispatcher(worker);
-  const app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit });
-  const rescuer = createLeaseRescuer({ db, logger, onRescued: () => worker.notify() });
-  const stopRescuer = runPeriodically(rescuer, Math.max(250, Math.min(5000, Math.floor(config.leaseMs / 2))), logger);
-
-  worker.start();
-  let url: string;
-  try {
-    url = await app.listen({ port: config.port, host: config.host });
-  } catch (error) {
-    await worker.stop(0);
-    await stopRescuer();
-    await db.close();
-    throw error;
+/**
+ * Runs the cluster-wide duties (lease rescuer; reconciler when dispatch goes through Redis) while
+ * this process is the leader. Embedded PGlite has one process, which is always the leader.
+ */
+async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher, logger: Logger, worker: Worker | null) {
+  let stopDuties: (() => Promise<void>) | null = null;
+  const start = () => {
+    const rescuer = createLeaseRescuer({
+      db,
+      logger,
+      onRescued: async (operations) => {
+        worker?.notify();
+        await dispatcher.dispatch(operations);
+      },
+    });
+    const rescuerInterval = Math.max(250, Math.min(5000, Math.floor(config.leaseMs / 2)));
+    const stops = [runPeriodically(rescuer, rescuerInterval, logger)];
+    if (dispatcher.kind === 'bullmq') {
+      stops.push(runPeriodically(createReconciler({ db, dispatcher, logger }), 2000, logger));
+    }
+    stopDuties = async () => {
+      await Promise.all(stops.map((stop) => stop()));
+    };
+  };
+  const stop = async () => {
+    const current = stopDuties;
+    stopDuties = null;
+    await current?.();
+  };
+  if (!config.databaseUrl) {
+    start();
+    return { isLeader: () => true, stop };
   }
-  logger.info({ url, concurrency: config.concurrency }, 'opsd listening');
+  const { campaignForLeadership } = await import('./cluster/leaderElection.js');
+  const leadership = campaignForLeadership({ databaseUrl: config.databaseUrl, logger, onElected: start, onDeposed: stop });
+  return {
+    isLeader: leadership.isLeader,
+    stop: async () => {
+      await leadership.stop();
+      await stop();
+    },
+  };
+}
+
+/** Starts one role of opsd on one store. */
+export async function startRole(role: Role, config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningService> {
+  if (role !== 'start' && !config.databaseUrl) {
+    throw new Error(`opsd ${role} runs beside other processes and needs a PostgreSQL server: set DATABASE_URL (or use \`opsd start\` for the embedded store)`);
+  }
+  const registry = await loadHandlers(config.handlersPath);
+  const db = await openDb({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    poolMax: config.dbPoolMax ?? POOL_DEFAULTS[role],
+    applicationName: `opsd-${role}`,
+  });
+  const runsWorker = role === 'start' || role === 'worker';
+  const servesApi = role !== 'worker';
+  const closers: (() => Promise<void>)[] = [];
+  let draining = false;
+
+  const typeConcurrency = { ...registry.typeConcurrency(), ...config.typeConcurrency };
+  // Through Redis, workers announce retries and successors themselves; in-process, the dispatcher pokes the worker.
+  const queued = config.redisUrl ? await createDispatcher(config, null) : null;
+  const worker = runsWorker
+    ? new Worker({
+        db,
+        registry,
+        logger,
+        concurrency: config.concurrency,
+        typeConcurrency,
+        leaseMs: config.leaseMs,
+        source: queued ? 'jobs' : 'poll',
+        ...(queued ? { dispatcher: queued } : {}),
+      })
+    : null;
+  const dispatcher = queued ?? createInProcessDispatcher(worker);
+  logger.info({ role, store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
+
+  const duties = role === 'intake' ? { isLeader: () => false, stop: async () => {} } : await startLeaderDuties(config, db, dispatcher, logger, worker);
+
+  let feeder: { close(): Promise<void> } | null = null;
+  let healthUrl: string | null = null;
+  if (worker) {
+    worker.start();
+    if (config.redisUrl) {
+      const { startJobFeeder } = await import('./dispatch/jobFeeder.js');
+      feeder = startJobFeeder({
+        worker,
+        types: registry.types(),
+        redisUrl: config.redisUrl,
+        prefix: config.redisPrefix,
+        logger,
+        concurrency: config.concurrency,
+        typeConcurrency,
+      });
+    }
+    if (role === 'worker') {
+      const health = await startHealthServer({
+        port: config.healthPort,
+        host: config.host,
+        worker,
+        db,
+        isLeader: duties.isLeader,
+        isDraining: () => draining,
+        queueDepth: () => queueDepth(db),
+      });
+      healthUrl = health.url;
+      closers.push(health.close);
+    }
+  }
+
+  let app: FastifyInstance | null = null;
+  let url: string | null = null;
+  if (servesApi) {
+    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, routes: role === 'intake' ? 'intake' : 'all' });
+    url = await app.listen({ port: config.port, host: config.host });
+  }
+  logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
 
   let stopping: Promise<void> | null = null;
   const stop = (graceMs = config.graceMs) =>
     (stopping ??= (async () => {
-      logger.info({ grace_ms: graceMs }, 'shutting down: no new requests, draining running attempts');
-      await app.close();
-      await worker.stop(graceMs);
-      await stopRescuer();
+      draining = true;
+      logger.info({ role, grace_ms: graceMs }, 'shutting down: no new requests, draining running attempts');
+      await app?.close();
+      await Promise.all([feeder?.close(), worker?.stop(graceMs)]);
+      await duties.stop();
+      for (const close of closers) await close();
       await dispatcher.close();
       await db.close();
-      logger.info(worker.stats, 'stopped');
+      logger.info({ role, ...(worker?.stats ?? {}) }, 'stopped');
     })());
 
-  return { url, app, db, worker, logger, stop };
+  return { role, url, healthUrl, app, db, worker, dispatcher, logger, isLeader: duties.isLeader, stop };
+}
+
+/** Operations waiting to run (PENDING), as the store sees them. */
+async function queueDepth(db: Db): Promise<number> {
+  const { rows } = await db.query<{ n: string | number }>(`SELECT count(*) AS n FROM operations WHERE state = 'PENDING'`);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** Everything in one process: API, worker and lease rescuer, on one store. */
+export function startService(config: Config, logger?: Logger): Promise<RunningService> {
+  return startRole('start', config, logger);
 }

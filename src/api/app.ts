@@ -14,6 +14,8 @@ export interface AppOptions {
   registry: HandlerRegistry;
   dispatcher: Dispatcher;
   logger: Logger;
+  /** `all` (api, start) or `intake`: submission and health only. Default `all`. */
+  routes?: 'all' | 'intake';
   /** Largest accepted body in bytes. Default 1 MiB. */
   bodyLimit?: number;
   now?: () => Date;
@@ -46,6 +48,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
   installErrorHandling(app);
   registerHealthRoutes(app, options.db);
-  registerOperationRoutes(app, { ...options, validators, now: options.now ?? (() => new Date()) });
+  registerOperationRoutes(app, {
+    ...options,
+    validators,
+    now: options.now ?? (() => new Date()),
+    queries: (options.routes ?? 'all') === 'all',
+  });
   return app;
 }

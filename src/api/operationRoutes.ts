@@ -33,6 +33,8 @@ interface RouteDeps {
   logger: Logger;
   now: () => Date;
   validators: { strict: Ajv };
+  /** Register reading and operator routes too (not on intake). */
+  queries: boolean;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -102,6 +104,8 @@ export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): 
       };
     },
   );
+
+  if (!deps.queries) return;
 
   app.get<{ Params: { id: string } }>(
     '/v1/operations/:id',

@@ -1,11 +1,17 @@
-import type { StoredOperation } from '../store/operationRow.js';
+import type { DispatchTarget } from '../store/findClaimableHeads.js';
 
 /**
  * Wakes workers for operations that were just committed. Only a wake-up: PostgreSQL stays the
- * source of truth, so a dispatch that is lost delays an operation, never loses it.
+ * source of truth, so a dispatch that is lost delays an operation, never loses it (the
+ * reconciler dispatches again what nobody picked up).
  */
 export interface Dispatcher {
-  dispatch(operations: readonly StoredOperation[]): Promise<void>;
+  readonly kind: 'in-process' | 'bullmq';
+  /**
+   * `cause` distinguishes wake-ups of the same operation version that must not be merged
+   * (the predecessor on its key that just ended); without it, a repeat is a no-op.
+   */
+  dispatch(operations: readonly DispatchTarget[], cause?: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -18,6 +24,7 @@ export interface Wakeable {
 /** In-process dispatch: pokes the worker living in the same process, at once or when the operation is due. */
 export function createInProcessDispatcher(target: Wakeable | null): Dispatcher {
   return {
+    kind: 'in-process',
     async dispatch(operations) {
       if (!target) return;
       for (const operation of operations) target.notifyAt(new Date(operation.runAt));

@@ -12,6 +12,8 @@ export interface ClaimOptions {
   leaseMs: number;
   /** Only these operation types (the ones this worker has handlers and free slots for). */
   types: readonly string[];
+  /** Only these operations (a queue job names the one it is for). Default: any. */
+  operationIds?: readonly string[];
 }
 
 /**
@@ -34,6 +36,7 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<St
       `SELECT o.* FROM operations o
        WHERE o.state = 'PENDING' AND o.run_at <= $1
          AND o.type IN (SELECT jsonb_array_elements_text($3::jsonb))
+         AND ($4::jsonb IS NULL OR o.id IN (SELECT jsonb_array_elements_text($4::jsonb)::uuid))
          AND NOT EXISTS (
            SELECT 1 FROM operations p
            WHERE p.ordering_key = o.ordering_key
@@ -42,7 +45,7 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<St
        ORDER BY o.seq
        LIMIT $2
        FOR UPDATE OF o SKIP LOCKED`,
-      [now, options.limit, JSON.stringify(options.types)],
+      [now, options.limit, JSON.stringify(options.types), options.operationIds ? JSON.stringify(options.operationIds) : null],
     );
     const transitions = rows.map(rowToOperation).map((before) => ({
       before,

@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request } from 'undici';
 import type { Json } from '../domain/operation.js';
 import { defineOperation, type OperationDefinition } from './defineOperation.js';
 import { RejectError, RetryError } from './handlerErrors.js';
@@ -55,6 +54,8 @@ export const httpRequest = defineOperation<HttpRequestPayload>({
     const body =
       payload.body === undefined ? undefined : typeof payload.body === 'string' ? payload.body : JSON.stringify(payload.body);
     const headers = { ...(typeof payload.body === 'object' && payload.body !== null ? { 'content-type': 'application/json' } : {}), ...payload.headers };
+    // Loaded on first use: processes that only accept operations never pay for the HTTP client.
+    const { request } = await import('undici');
     let response;
     try {
       response = await request(payload.url, { method: payload.method as 'GET', headers, body, signal });

@@ -30,6 +30,8 @@ export interface OperationDefinition<P = Json, R = unknown> {
   timeoutMs?: number;
   /** Attempts before FAILED, unless the client sets `max_attempts`. Default 5. */
   maxAttempts?: number;
+  /** Attempts of this type one worker runs at once (`OPSD_TYPE_CONCURRENCY` overrides). Default: only the worker's global limit. */
+  concurrency?: number;
   /** Delay between attempts (exponential, full jitter). Default `{ baseMs: 1000, maxMs: 300000 }`. */
   backoff?: Partial<BackoffPolicy>;
   /**
@@ -49,7 +51,7 @@ export function defineOperation<P = Json, R = unknown>(definition: OperationDefi
   if (typeof definition.handle !== 'function') {
     throw new TypeError(`operation type "${definition.type}" has no handle function`);
   }
-  for (const key of ['timeoutMs', 'maxAttempts'] as const) {
+  for (const key of ['timeoutMs', 'maxAttempts', 'concurrency'] as const) {
     const value = definition[key];
     if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
       throw new TypeError(`operation type "${definition.type}": ${key} must be a positive integer`);

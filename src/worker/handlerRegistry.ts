@@ -37,6 +37,15 @@ export class HandlerRegistry {
     return this.#byType.get(type);
   }
 
+  /** Per-type limits the definitions declare. */
+  typeConcurrency(): Record<string, number> {
+    const limits: Record<string, number> = {};
+    for (const [type, registered] of this.#byType) {
+      if (registered.definition.concurrency !== undefined) limits[type] = registered.definition.concurrency;
+    }
+    return limits;
+  }
+
   types(): string[] {
     return [...this.#byType.keys()];
   }

@@ -9,6 +9,8 @@ import { claimOperations } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
 import { extendLeases } from '../store/extendLeases.js';
 import type { StoredOperation } from '../store/operationRow.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import { findClaimableHeads } from '../store/findClaimableHeads.js';
 import type { HandlerRegistry } from './handlerRegistry.js';
 import { AttemptAborted, runAttempt } from './runAttempt.js';
 
@@ -17,8 +19,17 @@ export interface WorkerOptions {
   db: Db;
   registry: HandlerRegistry;
   logger: Logger;
-  /** Attempts run at the same time. Default 10. */
+  /** Attempts run at the same time, all types together. Default 10. */
   concurrency?: number;
+  /** Attempts of one type run at the same time, by type. Default: only the global limit. */
+  typeConcurrency?: Readonly<Record<string, number>>;
+  /**
+   * `poll`: the worker claims from PostgreSQL itself (embedded, or no Redis).
+   * `jobs`: it claims only what queue jobs name, through `runJob`. Default `poll`.
+   */
+  source?: 'poll' | 'jobs';
+  /** Where retries and the next operation on a key are announced (in `jobs` mode). */
+  dispatcher?: Dispatcher;
   /** How long a claim holds without renewal, in ms. Renewed every third of it. Default 30000. */
   leaseMs?: number;
   /** Longest sleep between claims when nothing wakes the worker, in ms. Default 1000. */
@@ -58,6 +69,9 @@ export class Worker {
   readonly #registry: HandlerRegistry;
   readonly #log: Logger;
   readonly #concurrency: number;
+  readonly #typeConcurrency: ReadonlyMap<string, number>;
+  readonly #source: 'poll' | 'jobs';
+  readonly #dispatcher: Dispatcher | undefined;
   readonly #leaseMs: number;
   readonly #pollIntervalMs: number;
   readonly #now: () => Date;
@@ -82,6 +96,9 @@ export class Worker {
     this.#db = options.db;
     this.#registry = options.registry;
     this.#concurrency = options.concurrency ?? 10;
+    this.#typeConcurrency = new Map(Object.entries(options.typeConcurrency ?? {}));
+    this.#source = options.source ?? 'poll';
+    this.#dispatcher = options.dispatcher;
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#pollIntervalMs = options.pollIntervalMs ?? 1000;
     this.#now = options.now ?? (() => new Date());
@@ -97,7 +114,7 @@ export class Worker {
 
   start(): void {
     if (this.#loop) return;
-    this.#loop = this.#claimLoop();
+    this.#loop = this.#source === 'poll' ? this.#claimLoop() : Promise.resolve();
     this.#heartbeat = setInterval(() => void this.#renewLeases(), Math.max(50, Math.floor(this.#leaseMs / 3)));
     this.#heartbeat.unref();
   }
@@ -133,29 +150,67 @@ export class Worker {
     if (this.#heartbeat) clearInterval(this.#heartbeat);
   }
 
+  /** The most attempts of `type` this worker would start now. */
+  freeSlots(type?: string): number {
+    const free = this.#concurrency - this.#running.size;
+    const limit = type === undefined ? undefined : this.#typeConcurrency.get(type);
+    if (limit === undefined) return Math.max(0, free);
+    let running = 0;
+    for (const attempt of this.#running.values()) if (attempt.operation.type === type) running += 1;
+    return Math.max(0, Math.min(free, limit - running));
+  }
+
+  /**
+   * Claims the operation a queue job names, if it can run now (due, at the head of its key, not
+   * already taken), runs it and resolves once the outcome is recorded. A duplicated or stale job
+   * claims nothing and resolves false.
+   */
+  async runJob(operationId: string): Promise<boolean> {
+    if (this.#stopping) throw new Error('worker is stopping');
+    const [operation] = await claimOperations(this.#db, {
+      limit: 1,
+      now: this.#now(),
+      leaseOwner: this.id,
+      leaseMs: this.#leaseMs,
+      types: this.#registry.types(),
+      operationIds: [operationId],
+    });
+    if (!operation) return false;
+    await this.#startAttempt(operation);
+    return true;
+  }
+
   async #claimLoop(): Promise<void> {
     while (!this.#stopping) {
-      const free = this.#concurrency - this.#running.size;
-      if (free > 0) {
-        try {
+      try {
+        for (const batch of this.#claimBatches()) {
           const claimed = await claimOperations(this.#db, {
-            limit: free,
+            ...batch,
             now: this.#now(),
             leaseOwner: this.id,
             leaseMs: this.#leaseMs,
-            types: this.#registry.types(),
           });
-          for (const operation of claimed) this.#startAttempt(operation);
-        } catch (error) {
-          this.#log.error({ err: error }, 'claim failed; retrying');
+          for (const operation of claimed) void this.#startAttempt(operation);
         }
+      } catch (error) {
+        this.#log.error({ err: error }, 'claim failed; retrying');
       }
       if (this.#stopping) break;
       await this.#wake.wait(this.#pollIntervalMs);
     }
   }
 
-  #startAttempt(operation: StoredOperation): void {
+  /** One claim for all types without a limit of their own, then one per limited type with free slots. */
+  #claimBatches(): { limit: number; types: string[] }[] {
+    const types = this.#registry.types();
+    const unlimited = types.filter((t) => !this.#typeConcurrency.has(t));
+    const batches = [{ limit: this.freeSlots(), types: unlimited }];
+    for (const type of types.filter((t) => this.#typeConcurrency.has(t))) batches.push({ limit: this.freeSlots(type), types: [type] });
+    return batches.filter((b) => b.limit > 0 && b.types.length > 0);
+  }
+
+  /** Runs one claimed attempt; resolves when its outcome is recorded (or given up on). */
+  #startAttempt(operation: StoredOperation): Promise<void> {
     this.#stats.claimed += 1;
     const registered = this.#registry.get(operation.type);
     const controller = new AbortController();
@@ -175,6 +230,7 @@ export class Worker {
         this.#wake.notify();
       });
     this.#running.set(operation.id, { operation, controller, done });
+    return done;
   }
 
   async #recordOutcome(operation: StoredOperation, outcome: AttemptOutcome, log: Logger): Promise<void> {
@@ -202,9 +258,33 @@ export class Worker {
         this.#stats.retried += 1;
         log.info({ error: after.lastError, retry_at: after.runAt }, 'attempt failed; retry scheduled');
         this.notifyAt(new Date(after.runAt));
-        break;
+        await this.#announce([after]);
+        return;
       default:
         log.warn({ state: after.status }, 'unexpected state after outcome');
+    }
+    await this.#announceNextOnKey(after);
+  }
+
+  /** In `jobs` mode, queue jobs are the only wake-up other workers get. */
+  async #announce(operations: StoredOperation[], cause?: string): Promise<void> {
+    if (this.#source !== 'jobs' || !this.#dispatcher || operations.length === 0) return;
+    await this.#dispatcher.dispatch(operations, cause).catch((error: unknown) => {
+      this.#log.warn({ err: error }, 'dispatch failed; the reconciler will pick these up');
+    });
+  }
+
+  /**
+   * The operation after `ended` on its key may have been woken while `ended` still ran and found
+   * itself blocked; wake it again, with a job id of its own so it is not merged with that one.
+   */
+  async #announceNextOnKey(ended: StoredOperation): Promise<void> {
+    if (this.#source !== 'jobs' || !this.#dispatcher) return;
+    try {
+      const next = await findClaimableHeads(this.#db, { orderingKey: ended.orderingKey, limit: 1 });
+      await this.#dispatcher.dispatch(next, `after_${ended.id}`);
+    } catch (error) {
+      this.#log.warn({ err: error, ordering_key: ended.orderingKey }, 'could not wake the next operation on the key; the reconciler will');
     }
   }
 
@@ -252,8 +332,9 @@ export class Worker {
         command: { kind: 'release', now: this.#now().toISOString(), fencingToken: a.operation.fencingToken },
       })),
     );
-    const released = results.filter((r) => r.ok).length;
-    this.#stats.released += released;
-    this.#log.info({ released }, 'released attempts still running at the end of the grace period');
+    const released = results.flatMap((r) => (r.ok ? [r.operation] : []));
+    this.#stats.released += released.length;
+    await this.#announce(released);
+    this.#log.info({ released: released.length }, 'released attempts still running at the end of the grace period');
   }
 }

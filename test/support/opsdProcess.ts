@@ -28,6 +28,16 @@ export async function runOpsd(args: string[], env: Record<string, string | undef
   return { code, stdout, stderr };
 }
 
+/** The `url` (or, for a worker, `health_url`) of the "opsd listening" log line, once it is printed. */
+export function listeningUrl(output: string): string | null {
+  for (const line of output.split('\n')) {
+    if (!line.includes('"opsd listening"')) continue;
+    const entry = JSON.parse(line) as { url?: string | null; health_url?: string | null };
+    return entry.url ?? entry.health_url ?? null;
+  }
+  return null;
+}
+
 /** Starts `opsd start` on a free port and resolves once it listens. */
 export async function startOpsd(env: Record<string, string | undefined>, args: string[] = []): Promise<OpsdProcess> {
   ensureBuilt();
@@ -43,10 +53,10 @@ export async function startOpsd(env: Record<string, string | undefined>, args: s
     const timer = setTimeout(() => reject(new Error(`opsd did not start within 30 s:\n${output}`)), 30_000);
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /"url":"(http:\/\/[^"]+)","concurrency"/.exec(output);
-      if (match) {
+      const ready = listeningUrl(output);
+      if (ready) {
         clearTimeout(timer);
-        resolve(match[1] as string);
+        resolve(ready);
       }
     };
     child.stdout?.on('data', onData);

@@ -1,0 +1,63 @@
+import pg from 'pg';
+import { POOL_DEFAULTS, type Role } from '../service.js';
+
+export interface Deployment {
+  api: number;
+  worker: number;
+  intake: number;
+  /** Processes each of those runs with `--cluster`. Default 1. */
+  cluster: number;
+  /** `DB_POOL_MAX`, when it overrides the role defaults. */
+  poolMax: number | undefined;
+}
+
+/** Connections one process of a role opens at most: its pool, plus the leader-election session. */
+export function connectionsPerProcess(role: Exclude<Role, 'start'>, poolMax: number | undefined): number {
+  return (poolMax ?? POOL_DEFAULTS[role]) + (role === 'intake' ? 0 : 1);
+}
+
+/**
+ * Prints the connections a deployment would open against the server's max_connections and
+ * returns the exit code: 1 when it would run out, 0 otherwise.
+ */
+export async function runDoctor(databaseUrl: string, deployment: Deployment, print: (line: string) => void): Promise<number> {
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'opsd-doctor' });
+  await client.connect();
+  let max: number;
+  let reserved: number;
+  let inUse: number;
+  try {
+    const setting = async (name: string) => Number((await client.query<{ setting: string }>('SELECT setting FROM pg_settings WHERE name = $1', [name])).rows[0]?.setting ?? 0);
+    max = await setting('max_connections');
+    reserved = (await setting('superuser_reserved_connections')) + (await setting('reserved_connections'));
+    inUse = Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = $1', ['client backend'])).rows[0]?.n ?? 0);
+  } finally {
+    await client.end();
+  }
+
+  const rows = (['api', 'worker', 'intake'] as const).map((role) => {
+    const processes = deployment[role] * deployment.cluster;
+    const each = connectionsPerProcess(role, deployment.poolMax);
+    return { role, processes, each, total: processes * each };
+  });
+  const total = rows.reduce((sum, row) => sum + row.total, 0);
+  const available = max - reserved;
+
+  print('| role | processes | connections each | total |');
+  print('| --- | --- | --- | --- |');
+  for (const row of rows) print(`| ${row.role} | ${row.processes} | ${row.each} | ${row.total} |`);
+  print(`| all | ${rows.reduce((s, r) => s + r.processes, 0)} | | ${total} |`);
+  print('');
+  print(`server: max_connections ${max}, reserved ${reserved}, available to opsd ${available}, in use now ${inUse}`);
+  if (total > available) {
+    print(`WARNING: this deployment would open ${total} connections, ${total - available} more than the server allows. Lower DB_POOL_MAX, run fewer processes, or put a pooler (PgBouncer) in front.`);
+    return 1;
+  }
+  if (total + inUse > available) {
+    print(`WARNING: ${total} connections fit the server, but not beside the ${inUse} already in use.`);
+    return 1;
+  }
+  const share = Math.round((total / available) * 100);
+  print(share > 80 ? `WARNING: this deployment would use ${share}% of the available connections; little room is left for migrations, operators and restarts.` : `OK: this deployment would use ${share}% of the available connections.`);
+  return 0;
+}

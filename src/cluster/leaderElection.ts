@@ -1,0 +1,88 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+/** Whoever holds this session-level advisory lock runs the cluster-wide duties. */
+export const LEADER_LOCK_KEY = 7_424_002;
+
+export interface Leadership {
+  isLeader(): boolean;
+  stop(): Promise<void>;
+}
+
+/**
+ * Campaigns for leadership on a dedicated PostgreSQL session: `pg_try_advisory_lock` every
+ * `intervalMs`. PostgreSQL releases the lock the moment the holder's session ends (process
+ * killed, network gone), so another process takes over within one interval. A leader checks its
+ * session on the same interval and steps down when it fails.
+ */
+export function campaignForLeadership(options: {
+  databaseUrl: string;
+  logger: Logger;
+  intervalMs?: number;
+  onElected(): void;
+  onDeposed(): Promise<void> | void;
+}): Leadership {
+  const intervalMs = options.intervalMs ?? 2000;
+  let client: pg.Client | null = null;
+  let leader = false;
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let tick: Promise<void> = Promise.resolve();
+
+  const dropSession = async () => {
+    const old = client;
+    client = null;
+    if (old) await old.end().catch(() => {});
+  };
+
+  const stepDown = async (reason: string) => {
+    if (!leader) return;
+    leader = false;
+    options.logger.warn({ reason }, 'leadership lost');
+    await options.onDeposed();
+  };
+
+  const campaign = async () => {
+    try {
+      if (!client) {
+        const fresh = new pg.Client({ connectionString: options.databaseUrl, application_name: 'opsd-leader' });
+        fresh.on('error', () => {});
+        await fresh.connect();
+        client = fresh;
+      }
+      if (leader) {
+        await client.query('SELECT 1');
+        return;
+      }
+      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [LEADER_LOCK_KEY]);
+      if (rows[0]?.locked && !stopped) {
+        leader = true;
+        options.logger.info('elected leader: running the reconciler and lease rescuer');
+        options.onElected();
+      }
+    } catch (error) {
+      await stepDown(`leader session failed: ${(error as Error).message}`);
+      await dropSession();
+    }
+  };
+
+  const schedule = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      tick = campaign().finally(schedule);
+    }, intervalMs);
+    timer.unref();
+  };
+  tick = campaign().finally(schedule);
+
+  return {
+    isLeader: () => leader,
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await tick;
+      await stepDown('stopping');
+      await dropSession();
+    },
+  };
+}

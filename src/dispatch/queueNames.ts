@@ -1,0 +1,14 @@
+/** One BullMQ queue per operation type, so a worker's concurrency per type is its concurrency on that queue. */
+export function queueName(type: string): string {
+  return `ops.${type}`;
+}
+
+/** Deterministic: the same operation in the same state always gets the same job id, so re-enqueueing is a no-op. */
+export function jobId(operationId: string, version: number, cause?: string): string {
+  return cause ? `${operationId}_${version}_${cause}` : `${operationId}_${version}`;
+}
+
+/** Redis key prefix; tests give each run its own. Default `opsd`. */
+export function redisPrefix(env: NodeJS.ProcessEnv = process.env): string {
+  return env.OPSD_REDIS_PREFIX || 'opsd';
+}

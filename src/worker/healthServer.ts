@@ -1,0 +1,92 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Db } from '../store/db.js';
+import type { Worker } from './worker.js';
+
+/** What a worker reports about itself on `/stats`. */
+export interface WorkerReport {
+  worker: string;
+  running: number;
+  claimed: number;
+  completed: number;
+  rejected: number;
+  retried: number;
+  failed: number;
+  released: number;
+  lease_losses: number;
+  /** Operations waiting to run, as this worker last saw it (refreshed at most once a second). */
+  queue_depth: number | null;
+  leader: boolean;
+}
+
+/**
+ * A worker's own small HTTP server: `/health/live`, `/health/ready` (the store answers and the
+ * worker is not draining), `/stats`. Plain node:http: a worker needs no framework for three routes.
+ */
+export async function startHealthServer(options: {
+  port: number;
+  host: string;
+  worker: Worker;
+  db: Db;
+  queueDepth: () => Promise<number>;
+  isLeader: () => boolean;
+  isDraining: () => boolean;
+}): Promise<{ url: string; close(): Promise<void> }> {
+  let depth: { value: number | null; at: number } = { value: null, at: 0 };
+  const refreshDepth = async () => {
+    if (Date.now() - depth.at < 1000) return depth.value;
+    try {
+      depth = { value: await options.queueDepth(), at: Date.now() };
+    } catch {
+      depth = { value: null, at: Date.now() };
+    }
+    return depth.value;
+  };
+
+  const server: Server = createServer((request, response) => {
+    const send = (status: number, body: unknown) => {
+      response.writeHead(status, { 'content-type': 'application/json', ...(status === 503 ? { 'retry-after': '5' } : {}) });
+      response.end(JSON.stringify(body));
+    };
+    const path = (request.url ?? '/').split('?')[0];
+    if (path === '/health/live') return send(200, { status: 'live' });
+    if (path === '/health/ready') {
+      if (options.isDraining()) return send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: 'worker is draining' } });
+      options.db.query('SELECT 1').then(
+        () => send(200, { status: 'ready' }),
+        (error: Error) => send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: `store not ready: ${error.message}` } }),
+      );
+      return;
+    }
+    if (path === '/stats') {
+      void refreshDepth().then((queueDepth) => {
+        const stats = options.worker.stats;
+        const report: WorkerReport = {
+          worker: options.worker.id,
+          running: stats.running,
+          claimed: stats.claimed,
+          completed: stats.completed,
+          rejected: stats.rejected,
+          retried: stats.retried,
+          failed: stats.failed,
+          released: stats.released,
+          lease_losses: stats.leaseLost,
+          queue_depth: queueDepth,
+          leader: options.isLeader(),
+        };
+        send(200, report);
+      });
+      return;
+    }
+    send(404, { error: { code: 'OPSD_ERR_ROUTE_NOT_FOUND', message: `no route ${request.method} ${path}` } });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://${options.host}:${port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
