@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { postgresBackend } from './support/backends.js';
 import { uniqueId, waitFor } from './support/helpers.js';
 import { http, runOpsd, startOpsd } from './support/opsdProcess.js';
 
@@ -119,5 +120,24 @@ export const charge = defineOperation({
     const exit = await opsd.exited;
     assert.equal(exit.code, 130);
     assert.ok(Date.now() - sentAt < 30_000, 'did not wait for the 60 s grace period');
+  });
+});
+
+describe('opsd doctor', { skip: postgresBackend.skip }, () => {
+  it('adds up the connections of a deployment and warns when the server would run out', async () => {
+    const small = await runOpsd(['doctor', '--api', '1', '--worker', '1', '--intake', '1']);
+    assert.equal(small.code, 0, small.stderr);
+    assert.match(small.stdout, /\| api \| 1 \| 26 \| 26 \|/);
+    assert.match(small.stdout, /\| worker \| 1 \| 16 \| 16 \|/);
+    assert.match(small.stdout, /\| intake \| 1 \| 5 \| 5 \|/);
+    assert.match(small.stdout, /\| all \| 3 \| \| 47 \|/);
+    assert.match(small.stdout, /max_connections \d+/);
+
+    const big = await runOpsd(['doctor', '--api', '10', '--worker', '50', '--cluster', '4']);
+    assert.equal(big.code, 1);
+    assert.match(big.stdout, /WARNING: this deployment would open 4240 connections/);
+
+    const pooled = await runOpsd(['doctor', '--worker', '2'], { DB_POOL_MAX: '3' });
+    assert.match(pooled.stdout, /\| worker \| 2 \| 4 \| 8 \|/);
   });
 });

@@ -26,6 +26,20 @@ export function requireServers(): boolean {
   return process.env.OPSD_REQUIRE_SERVERS === '1';
 }
 
+/** Why suites that need Redis are skipped here, or false. */
+export const redisSkip: string | false = process.env.REDIS_URL
+  ? false
+  : 'REDIS_URL is not set, so the Redis suite is skipped (set it to a redis:// URL to run it)';
+
+/** Why suites that need both servers are skipped here, or false. */
+export const serversSkip: string | false = !databaseUrl
+  ? 'DATABASE_URL is not set, so the scale-out suite is skipped (it needs PostgreSQL and Redis)'
+  : redisSkip;
+
+if (requireServers() && !process.env.REDIS_URL) {
+  throw new Error('OPSD_REQUIRE_SERVERS=1 but REDIS_URL is not set: the Redis suites must run');
+}
+
 if (requireServers() && !databaseUrl) {
   throw new Error('OPSD_REQUIRE_SERVERS=1 but DATABASE_URL is not set: the PostgreSQL suite must run');
 }

@@ -39,31 +39,46 @@ export function listeningUrl(output: string): string | null {
 }
 
 /** Starts `opsd start` on a free port and resolves once it listens. */
-export async function startOpsd(env: Record<string, string | undefined>, args: string[] = []): Promise<OpsdProcess> {
+export function startOpsd(env: Record<string, string | undefined>, args: string[] = []): Promise<OpsdProcess> {
+  return spawnOpsd(['start', '--port', '0', ...args], env);
+}
+
+/**
+ * Spawns `opsd <args>` and resolves once it logs "opsd listening" (url: its API, or a worker's
+ * health server). With `waitFor: null` it resolves at once (a cluster supervisor logs no URL).
+ */
+export async function spawnOpsd(
+  args: string[],
+  env: Record<string, string | undefined>,
+  options: { waitFor?: 'listening' | null } = {},
+): Promise<OpsdProcess> {
   ensureBuilt();
-  const child = spawn(process.execPath, [CLI, 'start', '--port', '0', ...args], {
+  const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
+  if (options.waitFor === null) return { child, url: '', output: () => output, exited };
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`opsd did not start within 30 s:\n${output}`)), 30_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
+    const timer = setInterval(() => {
       const ready = listeningUrl(output);
       if (ready) {
-        clearTimeout(timer);
+        clearInterval(timer);
         resolve(ready);
+      } else if (Date.now() - started > 30_000) {
+        clearInterval(timer);
+        reject(new Error(`opsd ${args[0]} did not start within 30 s:\n${output}`));
       }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    }, 20);
+    const started = Date.now();
     void exited.then(({ code }) => {
-      clearTimeout(timer);
-      reject(new Error(`opsd exited with ${code} before listening:\n${output}`));
+      clearInterval(timer);
+      reject(new Error(`opsd ${args[0]} exited with ${code} before listening:\n${output}`));
     });
   });
   return { child, url, output: () => output, exited };

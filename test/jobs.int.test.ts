@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createBullmqDispatcher } from '../src/dispatch/bullmqDispatcher.js';
+import { startJobFeeder } from '../src/dispatch/jobFeeder.js';
+import { acceptOperations } from '../src/store/acceptOperations.js';
+import { getOperation, listEvents } from '../src/store/readOperations.js';
+import { defineOperation } from '../src/worker/defineOperation.js';
+import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
+import { Worker } from '../src/worker/worker.js';
+import { postgresBackend, serversSkip, type TestDb } from './support/backends.js';
+import { testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { redisPrefix } from './support/scaleout.js';
+
+describe('BullMQ dispatch [postgres + redis]', { skip: serversSkip }, () => {
+  let handle: TestDb;
+  const runs = new Map<string, number>();
+  const type = `test.count-${uniqueId()}`;
+  const registry = new HandlerRegistry().register(
+    defineOperation({
+      type,
+      handle: async ({ operation }) => {
+        runs.set(operation.id, (runs.get(operation.id) ?? 0) + 1);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return 'ran';
+      },
+    }) as never,
+  );
+  let dispatcher: ReturnType<typeof createBullmqDispatcher>;
+  let worker: Worker;
+  let feeder: { close(): Promise<void> };
+
+  before(async () => {
+    handle = await postgresBackend.open();
+    const prefix = redisPrefix();
+    const redisUrl = process.env.REDIS_URL as string;
+    dispatcher = createBullmqDispatcher({ redisUrl, prefix });
+    worker = new Worker({ db: handle.db, registry, logger: testLogger(), source: 'jobs', dispatcher, concurrency: 4 });
+    worker.start();
+    feeder = startJobFeeder({ worker, types: registry.types(), redisUrl, prefix, logger: testLogger(), concurrency: 4, typeConcurrency: {} });
+  });
+  after(async () => {
+    await Promise.all([feeder.close(), worker.stop(1000)]);
+    await dispatcher.close();
+    await handle.cleanup();
+    assert.equal(worker.stats.running, 0);
+  });
+
+  it('a job delivered twice (and once more after the end) runs the handler once', async () => {
+    const [accepted] = await acceptOperations(handle.db, [{ externalId: uniqueId(), type, payload: null, maxAttempts: 3 }], new Date());
+    const op = accepted!.operation;
+    // Three deliveries of the same operation at once: distinct job ids, so BullMQ runs all three.
+    await Promise.all([dispatcher.dispatch([op], 'first'), dispatcher.dispatch([op], 'second'), dispatcher.dispatch([op])]);
+    await waitFor('completion', async () => (await getOperation(handle.db, op.id))?.status === 'COMPLETED');
+    await dispatcher.dispatch([op], 'late');
+    const queue = dispatcher.queue(type);
+    await waitFor('the queue to drain', async () => (await queue.getJobCountByTypes('waiting', 'active', 'delayed')) === 0);
+    assert.equal(runs.get(op.id), 1);
+    const events = (await listEvents(handle.db, op.id)).map((e) => e.event.type);
+    assert.deepEqual(events, ['received', 'started', 'completed']);
+  });
+
+  it('re-enqueueing the same operation version is a no-op while its job waits', async () => {
+    const runAt = new Date(Date.now() + 60_000).toISOString();
+    const [accepted] = await acceptOperations(handle.db, [{ externalId: uniqueId(), type, payload: null, maxAttempts: 3, runAt }], new Date());
+    const op = accepted!.operation;
+    await dispatcher.dispatch([op]);
+    await dispatcher.dispatch([op]);
+    assert.equal(await dispatcher.queue(type).getDelayedCount(), 1, 'one delayed job, waiting for run_at');
+  });
+});

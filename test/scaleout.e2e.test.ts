@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { serversSkip } from './support/backends.js';
+import { uniqueId, waitFor } from './support/helpers.js';
+import { http, runOpsd, spawnOpsd, type OpsdProcess } from './support/opsdProcess.js';
+import { checkOrderAndUniqueness, flushRedisDb, redisPrefix, redisUrlWithDb, stateCounts } from './support/scaleout.js';
+import { createServerDatabase } from './support/serverDatabase.js';
+
+interface Stats {
+  leader: boolean;
+  completed: number;
+}
+
+/** A deployment of separate processes on its own database and Redis database. */
+function deployment(redisDb: number) {
+  const processes: OpsdProcess[] = [];
+  let database: Awaited<ReturnType<typeof createServerDatabase>>;
+  let client: pg.Client;
+  const env = () => ({
+    DATABASE_URL: database.url,
+    REDIS_URL: redisUrlWithDb(redisDb),
+    OPSD_REDIS_PREFIX: prefix,
+    OPSD_LEASE_MS: '2000',
+    // Keeps a whole deployment inside this server's 100 connections, beside the other suites.
+    DB_POOL_MAX: '4',
+  });
+  const prefix = redisPrefix();
+  return {
+    env,
+    get client() {
+      return client;
+    },
+    async setUp() {
+      database = await createServerDatabase(process.env.DATABASE_URL as string);
+      const migrated = await runOpsd(['migrate'], env());
+      assert.equal(migrated.code, 0, migrated.stderr);
+      client = new pg.Client({ connectionString: database.url });
+      await client.connect();
+    },
+    async spawn(args: string[], extraEnv: Record<string, string> = {}) {
+      const started = await spawnOpsd(args, { ...env(), ...extraEnv }, args.includes('--cluster') ? { waitFor: null } : {});
+      processes.push(started);
+      return started;
+    },
+    async tearDown() {
+      for (const p of processes) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+      await Promise.all(processes.map((p) => p.exited));
+      await client?.end();
+      await database?.drop();
+    },
+  };
+}
+
+async function submitBatches(apiUrl: string, count: number, keys: number, ms: number): Promise<void> {
+  const prefix = uniqueId('op');
+  for (let start = 0; start < count; start += 100) {
+    const operations = Array.from({ length: Math.min(100, count - start) }, (_, j) => ({
+      type: 'demo.sleep',
+      external_id: `${prefix}-${start + j}`,
+      payload: { ms },
+      ordering_key: `key-${(start + j) % keys}`,
+    }));
+    const response = await http<{ results: { status: number }[] }>(`${apiUrl}/v1/operations/batch`, { method: 'POST', body: { operations } });
+    assert.equal(response.status, 200);
+    assert.ok(response.body.results.every((r) => r.status === 202));
+  }
+}
+
+describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
+  it('3 workers + 1 api: 2,000 operations on 50 keys survive a worker SIGKILL', async () => {
+    const d = deployment(11);
+    await d.setUp();
+    try {
+      const api = await d.spawn(['api', '--port', '0']);
+      const workers = await Promise.all([0, 1, 2].map(() => d.spawn(['worker', '--health-port', '0', '--concurrency', '20'])));
+      await submitBatches(api.url, 2000, 50, 10);
+      await waitFor('a quarter done', async () => ((await stateCounts(d.client)).COMPLETED ?? 0) >= 500, { timeoutMs: 60_000 });
+
+      const victim = workers[Math.floor(Math.random() * workers.length)] as OpsdProcess;
+      victim.child.kill('SIGKILL');
+      await victim.exited;
+      await d.spawn(['worker', '--health-port', '0', '--concurrency', '20']);
+
+      await waitFor('all 2,000 completed', async () => ((await stateCounts(d.client)).COMPLETED ?? 0) === 2000, { timeoutMs: 120_000, intervalMs: 250 });
+      const { operations, keysOverlap } = await checkOrderAndUniqueness(d.client);
+      assert.equal(operations, 2000);
+      assert.ok(keysOverlap, 'different keys ran in parallel');
+    } finally {
+      await d.tearDown();
+    }
+  });
+
+  it('FLUSHDB of the Redis database mid-run: every accepted operation still completes', async () => {
+    const d = deployment(12);
+    await d.setUp();
+    try {
+      const api = await d.spawn(['api', '--port', '0']);
+      await d.spawn(['worker', '--health-port', '0', '--concurrency', '8']);
+      await submitBatches(api.url, 200, 4, 20);
+      await waitFor('some done', async () => ((await stateCounts(d.client)).COMPLETED ?? 0) >= 20, { timeoutMs: 60_000 });
+      await flushRedisDb(redisUrlWithDb(12));
+      const before = (await stateCounts(d.client)).COMPLETED ?? 0;
+      assert.ok(before < 200, 'the flush happened mid-run');
+      await waitFor('all 200 completed after the flush', async () => ((await stateCounts(d.client)).COMPLETED ?? 0) === 200, { timeoutMs: 90_000, intervalMs: 250 });
+      assert.equal((await checkOrderAndUniqueness(d.client)).operations, 200);
+    } finally {
+      await d.tearDown();
+    }
+  });
+
+  it('leader failover: another process takes over within 10 s', async () => {
+    const d = deployment(13);
+    await d.setUp();
+    try {
+      const workers = await Promise.all([0, 1].map(() => d.spawn(['worker', '--health-port', '0'])));
+      const statsOf = async (w: OpsdProcess) => (await http<Stats>(`${w.url}/stats`)).body;
+      const leader = await waitFor('a leader', async () => {
+        for (const w of workers) if ((await statsOf(w)).leader) return w;
+        return null;
+      });
+      const follower = workers.find((w) => w !== leader) as OpsdProcess;
+      assert.equal((await statsOf(follower)).leader, false, 'exactly one leader');
+      const killedAt = Date.now();
+      leader.child.kill('SIGKILL');
+      await leader.exited;
+      await waitFor('the follower to lead', async () => (await statsOf(follower)).leader, { timeoutMs: 10_000 });
+      assert.ok(Date.now() - killedAt <= 10_000);
+    } finally {
+      await d.tearDown();
+    }
+  });
+
+  it('intake accepts operations and serves nothing else', async () => {
+    const d = deployment(14);
+    await d.setUp();
+    try {
+      const intake = await d.spawn(['intake', '--port', '0']);
+      const worker = await d.spawn(['worker', '--health-port', '0']);
+      const accepted = await http<{ id: string }>(`${intake.url}/v1/operations`, {
+        method: 'POST',
+        body: { type: 'demo.echo', external_id: uniqueId('in'), payload: { x: 1 } },
+      });
+      assert.equal(accepted.status, 202);
+      assert.equal((await http(`${intake.url}/v1/operations/${accepted.body.id}`)).status, 404);
+      await waitFor('the worker to complete it', async () => (await http<Stats>(`${worker.url}/stats`)).body.completed === 1);
+    } finally {
+      await d.tearDown();
+    }
+  });
+});
+
+describe('opsd worker --cluster', { skip: serversSkip }, () => {
+  const d = deployment(15);
+  before(() => d.setUp());
+  after(() => d.tearDown());
+
+  const childPids = (output: string) =>
+    output
+      .split('\n')
+      .filter((line) => line.includes('"child started"'))
+      .map((line) => (JSON.parse(line) as { child: number }).child);
+
+  it('respawns a child that dies; SIGTERM drains every child and exits 0', async () => {
+    const supervisor = await d.spawn(['worker', '--cluster', '2', '--health-port', '0'], {});
+    await waitFor('two children', () => childPids(supervisor.output()).length === 2);
+    await waitFor('children ready', () => (supervisor.output().match(/"opsd listening"/g) ?? []).length === 2);
+    process.kill(childPids(supervisor.output())[0] as number, 'SIGKILL');
+    await waitFor('a respawn', () => childPids(supervisor.output()).length === 3 && supervisor.output().includes('child died; respawning'));
+    await waitFor('the new child ready', () => (supervisor.output().match(/"opsd listening"/g) ?? []).length === 3);
+    supervisor.child.kill('SIGTERM');
+    const exit = await supervisor.exited;
+    assert.equal(exit.code, 0, supervisor.output().slice(-3000));
+    assert.match(supervisor.output(), /all children stopped/);
+    assert.equal((supervisor.output().match(/"msg":"stopped"/g) ?? []).length, 2, 'both live children drained');
+  });
+
+  it('gives up with exit 1 when children die faster than the restart limit', async () => {
+    const crashing = await d.spawn(['worker', '--cluster', '1', '--health-port', '0'], { OPSD_HANDLERS: '/dev/null' });
+    const exit = await crashing.exited;
+    assert.equal(exit.code, 1);
+    assert.match(crashing.output(), /restart limit/);
+  });
+});

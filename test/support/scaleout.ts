@@ -1,0 +1,57 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+
+/** The REDIS_URL of this machine with its own database index, so a FLUSHDB touches only that test. */
+export function redisUrlWithDb(db: number): string {
+  const url = new URL(process.env.REDIS_URL as string);
+  url.pathname = `/${db}`;
+  return url.toString();
+}
+
+export function redisPrefix(): string {
+  return `opsd-test-${randomBytes(4).toString('hex')}`;
+}
+
+export async function flushRedisDb(url: string): Promise<void> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await redis.connect();
+  await redis.flushdb();
+  await redis.quit();
+}
+
+/** Counts of operations by state, straight from the store. */
+export async function stateCounts(client: pg.Client): Promise<Record<string, number>> {
+  const { rows } = await client.query<{ state: string; n: number }>('SELECT state, count(*)::int AS n FROM operations GROUP BY state');
+  return Object.fromEntries(rows.map((r) => [r.state, r.n]));
+}
+
+/**
+ * Checks the per-key guarantees from the events alone: per ordering key, the successful attempt of
+ * each operation starts after the previous one ended (in acceptance order); exactly one terminal
+ * event per operation. Returns whether operations of different keys overlapped.
+ */
+export async function checkOrderAndUniqueness(client: pg.Client): Promise<{ operations: number; keysOverlap: boolean }> {
+  const { rows } = await client.query<{ id: string; ordering_key: string; seq: string; terminal: number; last_start: Date; ended: Date }>(
+    `SELECT o.id, o.ordering_key, o.seq,
+            count(*) FILTER (WHERE e.type IN ('completed', 'rejected', 'failed', 'cancelled'))::int AS terminal,
+            max(e.occurred_at) FILTER (WHERE e.type = 'started') AS last_start,
+            max(e.occurred_at) FILTER (WHERE e.type IN ('completed', 'rejected', 'failed', 'cancelled')) AS ended
+     FROM operations o JOIN operation_events e ON e.operation_id = o.id
+     GROUP BY o.id, o.ordering_key, o.seq
+     ORDER BY o.ordering_key, o.seq`,
+  );
+  const spans: { key: string; start: number; end: number }[] = [];
+  let previous: (typeof rows)[number] | undefined;
+  for (const row of rows) {
+    if (row.terminal !== 1) throw new Error(`operation ${row.id} has ${row.terminal} terminal events`);
+    if (previous && previous.ordering_key === row.ordering_key && row.last_start.getTime() < previous.ended.getTime()) {
+      throw new Error(`key ${row.ordering_key}: operation ${row.id} started before ${previous.id} (accepted earlier) ended`);
+    }
+    spans.push({ key: row.ordering_key, start: row.last_start.getTime(), end: row.ended.getTime() });
+    previous = row;
+  }
+  const sorted = spans.sort((a, b) => a.start - b.start);
+  const keysOverlap = sorted.some((span, i) => sorted.slice(i + 1, i + 50).some((other) => other.key !== span.key && other.start < span.end));
+  return { operations: rows.length, keysOverlap };
+}
