@@ -74,7 +74,7 @@ describeEachBackend('store', (db) => {
     );
     const type = uniqueId('type');
     await db().query(`UPDATE operations SET type = $1 WHERE id IN ($2, $3, $4)`, [type, a1!.operation.id, a2!.operation.id, b1!.operation.id]);
-    const claim = () => claimOperations(db(), { limit: 10, now: clock.now(), leaseOwner: 'w', leaseMs: 1000, types: [type] });
+    const claim = () => claimOperations(db(), { limit: 10, now: clock.now, leaseOwner: 'w', leaseMs: 1000, types: [type] });
 
     const first = await claim();
     assert.deepEqual(first.map((o) => o.id).sort(), [a1!.operation.id, b1!.operation.id].sort());
@@ -90,7 +90,7 @@ describeEachBackend('store', (db) => {
     const key = uniqueId('k');
     const type = uniqueId('type');
     const [r1, r2] = await acceptOperations(db(), [echo(uniqueId(), { orderingKey: key, type }), echo(uniqueId(), { orderingKey: key, type })], clock.now());
-    const claim = () => claimOperations(db(), { limit: 10, now: clock.now(), leaseOwner: 'w', leaseMs: 1000, types: [type] });
+    const claim = () => claimOperations(db(), { limit: 10, now: clock.now, leaseOwner: 'w', leaseMs: 1000, types: [type] });
     const [head] = await claim();
     assert.equal(head?.id, r1!.operation.id);
     const retryAt = new Date(clock.now().getTime() + 60_000).toISOString();
@@ -106,7 +106,7 @@ describeEachBackend('store', (db) => {
     const type = uniqueId('type');
     const runAt = new Date(clock.now().getTime() + 5000).toISOString();
     await acceptOperations(db(), [echo(uniqueId(), { type, runAt })], clock.now());
-    const claim = () => claimOperations(db(), { limit: 10, now: clock.now(), leaseOwner: 'w', leaseMs: 1000, types: [type] });
+    const claim = () => claimOperations(db(), { limit: 10, now: clock.now, leaseOwner: 'w', leaseMs: 1000, types: [type] });
     assert.equal((await claim()).length, 0);
     clock.advance(5000);
     assert.equal((await claim()).length, 1);
@@ -117,7 +117,7 @@ describeEachBackend('store', (db) => {
     const keys = Array.from({ length: 5 }, () => uniqueId('k'));
     await acceptOperations(db(), Array.from({ length: 50 }, (_, i) => echo(uniqueId(), { type, orderingKey: keys[i % 5] })), new Date());
     const claims = await Promise.all(
-      Array.from({ length: 4 }, (_, i) => claimOperations(db(), { limit: 50, now: new Date(), leaseOwner: `w${i}`, leaseMs: 60_000, types: [type] })),
+      Array.from({ length: 4 }, (_, i) => claimOperations(db(), { limit: 50, now: () => new Date(), leaseOwner: `w${i}`, leaseMs: 60_000, types: [type] })),
     );
     const claimed = claims.flat();
     assert.equal(new Set(claimed.map((o) => o.id)).size, claimed.length);
@@ -130,7 +130,7 @@ describeEachBackend('store', (db) => {
     const type = uniqueId('type');
     const [accepted] = await acceptOperations(db(), [echo(uniqueId(), { type })], clock.now());
     const id = accepted!.operation.id;
-    const claim = (owner: string) => claimOperations(db(), { limit: 1, now: clock.now(), leaseOwner: owner, leaseMs: 1000, types: [type] });
+    const claim = (owner: string) => claimOperations(db(), { limit: 1, now: clock.now, leaseOwner: owner, leaseMs: 1000, types: [type] });
 
     const [stale] = await claim('w-stale');
     assert.equal(stale?.fencingToken, 1);

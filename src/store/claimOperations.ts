@@ -6,7 +6,12 @@ import { saveTransitions } from './saveTransitions.js';
 export interface ClaimOptions {
   /** Most operations to claim in this batch. */
   limit: number;
-  now: Date;
+  /**
+   * The clock. Read twice: before the query (what is due) and after the rows are locked (the time
+   * recorded on `started`), because the query may wait for a connection, and a start stamped before
+   * the wait could precede the end of the operation before it on the key, which had to commit first.
+   */
+  now: () => Date;
   /** Identifies the worker process holding the lease. */
   leaseOwner: string;
   leaseMs: number;
@@ -29,8 +34,6 @@ export interface ClaimOptions {
  */
 export async function claimOperations(db: Db, options: ClaimOptions): Promise<StoredOperation[]> {
   if (options.limit <= 0 || options.types.length === 0) return [];
-  const now = options.now.toISOString();
-  const leaseExpiresAt = new Date(options.now.getTime() + options.leaseMs).toISOString();
   return db.transaction(async (tx) => {
     const { rows } = await tx.query<OperationRow>(
       `SELECT o.* FROM operations o
@@ -45,8 +48,11 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<St
        ORDER BY o.seq
        LIMIT $2
        FOR UPDATE OF o SKIP LOCKED`,
-      [now, options.limit, JSON.stringify(options.types), options.operationIds ? JSON.stringify(options.operationIds) : null],
+      [options.now().toISOString(), options.limit, JSON.stringify(options.types), options.operationIds ? JSON.stringify(options.operationIds) : null],
     );
+    const lockedAt = options.now();
+    const now = lockedAt.toISOString();
+    const leaseExpiresAt = new Date(lockedAt.getTime() + options.leaseMs).toISOString();
     const transitions = rows.map(rowToOperation).map((before) => ({
       before,
       events: decide({ kind: 'start', now, leaseOwner: options.leaseOwner, leaseExpiresAt }, before),

@@ -169,7 +169,7 @@ export class Worker {
     if (this.#stopping) throw new Error('worker is stopping');
     const [operation] = await claimOperations(this.#db, {
       limit: 1,
-      now: this.#now(),
+      now: this.#now,
       leaseOwner: this.id,
       leaseMs: this.#leaseMs,
       types: this.#registry.types(),
@@ -186,7 +186,7 @@ export class Worker {
         for (const batch of this.#claimBatches()) {
           const claimed = await claimOperations(this.#db, {
             ...batch,
-            now: this.#now(),
+            now: this.#now,
             leaseOwner: this.id,
             leaseMs: this.#leaseMs,
           });
