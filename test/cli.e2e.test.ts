@@ -18,7 +18,7 @@ describe('opsd command', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('--help on every command', async () => {
-    for (const args of [['--help'], ['start', '--help'], ['migrate', '--help']]) {
+    for (const args of [['--help'], ...['start', 'api', 'intake', 'worker', 'migrate', 'doctor'].map((c) => [c, '--help'])]) {
       const { code, stdout } = await runOpsd(args);
       assert.equal(code, 0);
       assert.match(stdout, /Usage: opsd/);
