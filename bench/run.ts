@@ -1,0 +1,76 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { accept, bareHttp, bareInsert, drain, roles, type Mode, type Settings } from './scenarios.js';
+import { median, type Sample } from './support.js';
+
+const quick = process.argv.includes('--quick');
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+const settings: Settings = {
+  runs: 3,
+  loadS: quick ? 2 : 10,
+  drainCount: quick ? 2000 : 20_000,
+  databaseUrl: process.env.DATABASE_URL || undefined,
+  redisUrl: process.env.REDIS_URL || undefined,
+};
+
+const modes: Mode[] = ['embedded'];
+if (settings.databaseUrl) modes.push('postgres');
+else console.log('skipping postgres modes: DATABASE_URL is not set');
+if (settings.databaseUrl && settings.redisUrl) modes.push('postgres+redis');
+else console.log('skipping postgres+redis mode: DATABASE_URL and REDIS_URL are both needed');
+
+const samples: Sample[] = [];
+const started = Date.now();
+const step = async (name: string, fn: () => Promise<Sample[] | Sample>) => {
+  if (only && !name.startsWith(only)) return;
+  const t = Date.now();
+  const result = await fn();
+  samples.push(...(Array.isArray(result) ? result : [result]));
+  console.error(`  ${name}: ${((Date.now() - t) / 1000).toFixed(1)} s`);
+};
+
+await step('bare-http', () => bareHttp(settings));
+await step('bare-insert embedded', () => bareInsert('embedded', settings));
+if (settings.databaseUrl) await step('bare-insert postgres', () => bareInsert('postgres', settings));
+for (const mode of modes) await step(`accept ${mode}`, () => accept(mode, settings));
+await step('drain embedded', () => drain('embedded', 1, 'distinct', settings));
+if (!quick) await step('drain embedded 10 keys', () => drain('embedded', 1, 10, settings));
+for (const mode of modes.filter((m) => m !== 'embedded')) {
+  for (const keys of [10, 'distinct'] as const) {
+    for (const workers of quick ? [1] : [1, 2]) await step(`drain ${mode} ${workers}w ${keys}`, () => drain(mode, workers, keys, settings));
+  }
+}
+await step('roles', () => roles(settings));
+
+const medianOf = (scenario: string, mode: string) => {
+  const found = samples.find((s) => s.scenario === scenario && s.mode === mode);
+  return found ? median(found.values) : undefined;
+};
+const rows = samples.map((s) => {
+  const m = median(s.values);
+  let baseline: string | null = null;
+  let ratio: number | null = null;
+  if (s.scenario === 'accept' && s.metric === 'req/s') {
+    const http = medianOf('bare-http', 'baseline');
+    if (http) [baseline, ratio] = ['bare-http', m / http];
+  }
+  return { scenario: s.scenario, mode: s.mode, metric: s.metric, median: m, min: Math.min(...s.values), max: Math.max(...s.values), unit: s.unit, runs: s.values.length, baseline, ratio };
+});
+// accept is also compared with the durable single-insert rate of its own store.
+for (const row of rows.filter((r) => r.scenario === 'accept' && r.metric === 'req/s')) {
+  const insert = medianOf('bare-insert', row.mode === 'embedded' ? 'embedded' : 'postgres');
+  if (insert) rows.push({ ...row, metric: 'req/s vs insert', baseline: 'bare-insert', ratio: row.median / insert });
+}
+
+const fmt = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(1));
+console.log(`\nopsd benchmark ${quick ? '(quick)' : '(full)'}: ${new Date().toISOString()}, ${os.cpus().length} cores, Node ${process.version}, ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+console.log('| scenario | mode | metric | median | min–max | unit | ratio |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
+for (const r of rows) {
+  console.log(`| ${r.scenario} | ${r.mode} | ${r.metric} | ${fmt(r.median)} | ${fmt(r.min)}–${fmt(r.max)} | ${r.unit} | ${r.ratio === null ? '' : `${r.ratio.toFixed(2)}× ${r.baseline}`} |`);
+}
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+const file = new URL(`./results/${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url);
+writeFileSync(file, JSON.stringify({ quick, started_at: new Date(started).toISOString(), cpus: os.cpus().length, node: process.version, results: rows }, null, 2));
+console.log(`\nwritten: ${file.pathname}`);
+process.exit(0);

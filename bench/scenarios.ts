@@ -1,0 +1,239 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { createBullmqDispatcher } from '../src/dispatch/bullmqDispatcher.js';
+import { acceptOperations, type NewOperation } from '../src/store/acceptOperations.js';
+import type { Db } from '../src/store/db.js';
+import { findClaimableHeads } from '../src/store/findClaimableHeads.js';
+import { openDb } from '../src/store/openDb.js';
+import { createPgliteDb } from '../src/store/pgliteDb.js';
+import { freshDatabase, load, opsdArgs, payload300, rssMb, spawnListening, type Proc, type Sample } from './support.js';
+
+export type Mode = 'embedded' | 'postgres' | 'postgres+redis';
+
+export interface Settings {
+  runs: number;
+  loadS: number;
+  drainCount: number;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+}
+
+/** One isolated store (and Redis prefix) for one server start. */
+export async function modeEnv(mode: Mode, s: Settings): Promise<{ env: Record<string, string>; cleanup(): Promise<void>; dataDir?: string; url?: string }> {
+  if (mode === 'embedded') {
+    const dataDir = mkdtempSync(join(tmpdir(), 'opsd-bench-'));
+    return { env: { DATABASE_URL: '', REDIS_URL: '', OPSD_DATA_DIR: dataDir }, dataDir, cleanup: async () => rmSync(dataDir, { recursive: true, force: true }) };
+  }
+  const database = await freshDatabase(s.databaseUrl as string);
+  const redis: Record<string, string> = mode === 'postgres+redis' ? { REDIS_URL: s.redisUrl as string, OPSD_REDIS_PREFIX: `bench-${Date.now()}` } : { REDIS_URL: '' };
+  return { env: { DATABASE_URL: database.url, ...redis }, url: database.url, cleanup: database.drop };
+}
+
+const acceptServerArgs = (mode: Mode) => (mode === 'embedded' ? opsdArgs('start') : opsdArgs('api'));
+
+export async function bareHttp(s: Settings): Promise<Sample[]> {
+  const server = await spawnListening([fileURLToPath(new URL('./bareHttp.mjs', import.meta.url))]);
+  try {
+    const values: number[] = [];
+    for (let i = 0; i < s.runs; i += 1) {
+      const body = JSON.stringify({ type: 'demo.echo', external_id: 'same', payload: payload300() });
+      values.push((await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.loadS, fixedBody: body })).requests.average);
+    }
+    return [{ scenario: 'bare-http', mode: 'baseline', metric: 'req/s', unit: 'req/s', values }];
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Durable single-row INSERT transactions into a table shaped like operation_events, 64 at a time. */
+export async function bareInsert(mode: 'embedded' | 'postgres', s: Settings): Promise<Sample[]> {
+  const { env, cleanup, dataDir, url } = await modeEnv(mode, s);
+  void env;
+  const db: Db = mode === 'embedded' ? await createPgliteDb(dataDir) : await openDb({ databaseUrl: url, dataDir: '', poolMax: 25, migrate: false });
+  try {
+    await db.query(`CREATE TABLE bench_events (position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, operation_id uuid NOT NULL,
+      seq integer NOT NULL, type text NOT NULL, data jsonb NOT NULL, external_id text, payload_hash text, occurred_at timestamptz NOT NULL, UNIQUE (operation_id, seq))`);
+    const values: number[] = [];
+    const data = JSON.stringify(payload300());
+    for (let run = 0; run < s.runs; run += 1) {
+      let count = 0;
+      const deadline = performance.now() + s.loadS * 1000;
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          while (performance.now() < deadline) {
+            await db.query(
+              `INSERT INTO bench_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at) VALUES (gen_random_uuid(), 1, 'received', $1, md5(random()::text), md5(random()::text), now())`,
+              [data],
+            );
+            count += 1;
+          }
+        }),
+      );
+      values.push(count / s.loadS);
+    }
+    return [{ scenario: 'bare-insert', mode, metric: 'inserts/s', unit: 'tx/s', values }];
+  } finally {
+    await db.close();
+    await cleanup();
+  }
+}
+
+/** accept at saturation, accept at a fixed 2,000 req/s, and batch accept, on one server per mode. */
+export async function accept(mode: Mode, s: Settings): Promise<Sample[]> {
+  const { env, cleanup } = await modeEnv(mode, s);
+  const server = await spawnListening(acceptServerArgs(mode), env);
+  try {
+    const sat = { rps: [] as number[], p50: [] as number[], p99: [] as number[], errors: [] as number[] };
+    const fixed = { p50: [] as number[], p90: [] as number[], p975: [] as number[], p99: [] as number[], errors: [] as number[] };
+    const batch: number[] = [];
+    for (let i = 0; i < s.runs; i += 1) {
+      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.loadS });
+      sat.rps.push(r.requests.average);
+      sat.p50.push(r.latency.p50);
+      sat.p99.push(r.latency.p99);
+      sat.errors.push(r.errors + r.non2xx);
+    }
+    for (let i = 0; i < s.runs; i += 1) {
+      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.loadS, overallRate: 2000 });
+      fixed.p50.push(r.latency.p50);
+      fixed.p90.push(r.latency.p90);
+      fixed.p975.push(r.latency.p97_5);
+      fixed.p99.push(r.latency.p99);
+      fixed.errors.push(r.errors + r.non2xx + r.timeouts);
+    }
+    for (let i = 0; i < s.runs; i += 1) {
+      const r = await load({ url: server.url, path: '/v1/operations/batch', connections: 8, durationS: s.loadS, batch: 100 });
+      batch.push(r.requests.average * 100);
+    }
+    return [
+      { scenario: 'accept', mode, metric: 'req/s', unit: 'req/s', values: sat.rps, baseline: 'bare-http' },
+      { scenario: 'accept', mode, metric: 'p50', unit: 'ms', values: sat.p50 },
+      { scenario: 'accept', mode, metric: 'p99', unit: 'ms', values: sat.p99 },
+      { scenario: 'accept', mode, metric: 'errors', unit: 'count', values: sat.errors },
+      { scenario: 'accept@2000/s', mode, metric: 'p50', unit: 'ms', values: fixed.p50 },
+      { scenario: 'accept@2000/s', mode, metric: 'p90', unit: 'ms', values: fixed.p90 },
+      { scenario: 'accept@2000/s', mode, metric: 'p97.5', unit: 'ms', values: fixed.p975 },
+      { scenario: 'accept@2000/s', mode, metric: 'p99', unit: 'ms', values: fixed.p99 },
+      { scenario: 'accept@2000/s', mode, metric: 'errors', unit: 'count', values: fixed.errors },
+      { scenario: 'batch-accept', mode, metric: 'ops/s', unit: 'ops/s', values: batch },
+    ];
+  } finally {
+    await server.stop();
+    await cleanup();
+  }
+}
+
+async function seed(db: Db, count: number, keys: number | 'distinct'): Promise<void> {
+  for (let start = 0; start < count; start += 1000) {
+    const items: NewOperation[] = Array.from({ length: Math.min(1000, count - start) }, (_, j) => {
+      const i = start + j;
+      return { externalId: `drain-${i}`, type: 'demo.echo', payload: { i }, maxAttempts: 3, orderingKey: keys === 'distinct' ? `k-${i}` : `k-${i % keys}` };
+    });
+    await acceptOperations(db, items, new Date(Date.now() - 1000));
+  }
+}
+
+async function drainRate(db: Db): Promise<number> {
+  const { rows } = await db.query<{ n: number; seconds: number }>(
+    `SELECT count(*) FILTER (WHERE type = 'completed')::int AS n,
+            extract(epoch FROM max(occurred_at) FILTER (WHERE type = 'completed') - min(occurred_at) FILTER (WHERE type = 'started'))::float8 AS seconds
+     FROM operation_events`,
+  );
+  return (rows[0]?.n ?? 0) / Math.max(0.001, rows[0]?.seconds ?? 0);
+}
+
+/** N PENDING operations seeded first, then workers started: operations/s from first start to last completion. */
+export async function drain(mode: Mode, workers: number, keys: number | 'distinct', s: Settings): Promise<Sample> {
+  const values: number[] = [];
+  for (let run = 0; run < s.runs; run += 1) {
+    const { env, cleanup, dataDir, url } = await modeEnv(mode, s);
+    const procs: Proc[] = [];
+    try {
+      if (mode === 'embedded') {
+        const db = await createPgliteDb(dataDir);
+        await openDbMigrate(db);
+        await seed(db, s.drainCount, keys);
+        await db.close();
+        const server = await spawnListening(opsdArgs('start', '--concurrency', '100'), env);
+        procs.push(server);
+        await waitUntil(async () => ((await (await fetch(`${server.url}/v1/operations?state=PENDING&limit=1`)).json()) as { operations: unknown[] }).operations.length === 0 &&
+          ((await (await fetch(`${server.url}/v1/operations?state=PROCESSING&limit=1`)).json()) as { operations: unknown[] }).operations.length === 0);
+        await server.stop();
+        procs.length = 0;
+        const after = await createPgliteDb(dataDir);
+        values.push(await drainRate(after));
+        await after.close();
+      } else {
+        const db = await openDb({ databaseUrl: url, dataDir: '', poolMax: 10 });
+        await seed(db, s.drainCount, keys);
+        if (mode === 'postgres+redis') {
+          const dispatcher = createBullmqDispatcher({ redisUrl: env.REDIS_URL as string, prefix: env.OPSD_REDIS_PREFIX as string });
+          const heads = await findClaimableHeads(db, { limit: s.drainCount });
+          for (let i = 0; i < heads.length; i += 1000) await dispatcher.dispatch(heads.slice(i, i + 1000));
+          await dispatcher.close();
+        }
+        for (let w = 0; w < workers; w += 1) procs.push(await spawnListening(opsdArgs('worker', '--concurrency', '100'), env, '--health-port'));
+        const client = new pg.Client({ connectionString: url });
+        await client.connect();
+        await waitUntil(async () => (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE state = 'COMPLETED'`)).rows[0]?.n === s.drainCount);
+        await client.end();
+        values.push(await drainRate(db));
+        await db.close();
+      }
+    } finally {
+      await Promise.all(procs.map((p) => p.stop()));
+      await cleanup();
+    }
+  }
+  return { scenario: `drain ${workers}w ${keys === 'distinct' ? 'distinct keys' : `${keys} keys`}`, mode, metric: 'ops/s', unit: 'ops/s', values };
+}
+
+async function openDbMigrate(db: Db): Promise<void> {
+  const { migrate } = await import('../src/store/migrate.js');
+  await migrate(db);
+}
+
+async function waitUntil(probe: () => Promise<boolean>, timeoutMs = 300_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Start-to-ready time and idle RSS of each role. */
+export async function roles(s: Settings): Promise<Sample[]> {
+  const list: { role: string; mode: Mode; args: string[]; portFlag?: string }[] = [{ role: 'start', mode: 'embedded', args: opsdArgs('start') }];
+  if (s.databaseUrl) {
+    const mode: Mode = s.redisUrl ? 'postgres+redis' : 'postgres';
+    list.push(
+      { role: 'intake', mode, args: opsdArgs('intake') },
+      { role: 'api', mode, args: opsdArgs('api') },
+      { role: 'worker', mode, args: opsdArgs('worker'), portFlag: '--health-port' },
+      { role: 'start', mode, args: opsdArgs('start') },
+    );
+  }
+  const samples: Sample[] = [];
+  for (const { role, mode, args, portFlag } of list) {
+    const ready: number[] = [];
+    const rss: number[] = [];
+    const { env, cleanup } = await modeEnv(mode, s);
+    try {
+      for (let i = 0; i < s.runs; i += 1) {
+        const proc = await spawnListening(args, env, portFlag);
+        ready.push(proc.readyMs);
+        await new Promise((r) => setTimeout(r, 2000));
+        rss.push(rssMb(proc.child.pid as number));
+        await proc.stop();
+      }
+    } finally {
+      await cleanup();
+    }
+    samples.push({ scenario: `role ${role}`, mode, metric: 'ready', unit: 'ms', values: ready });
+    samples.push({ scenario: `role ${role}`, mode, metric: 'idle RSS', unit: 'MB', values: rss });
+  }
+  return samples;
+}

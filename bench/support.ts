@@ -1,0 +1,153 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import pg from 'pg';
+
+export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+export interface Sample {
+  scenario: string;
+  mode: string;
+  metric: string;
+  unit: string;
+  values: number[];
+  baseline?: string;
+}
+
+export interface Proc {
+  child: ChildProcess;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** A port that was free a moment ago, for a child to listen on. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Spawns `node <args> <portFlag> <port>` with logs at warn (a log line per operation would
+ * measure the terminal) and resolves once its /health/ready answers.
+ */
+export async function spawnListening(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  portFlag = '--port',
+): Promise<Proc & { readyMs: number }> {
+  const port = await freePort();
+  const started = performance.now();
+  const child = spawn(process.execPath, [...args, portFlag, String(port)], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  const exited = new Promise<never>((_, reject) => child.on('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}: ${stderr}`))));
+  const readyMs = await Promise.race([waitReady(url, started), exited]);
+  return {
+    child,
+    url,
+    readyMs,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/** Milliseconds from `started` until GET /health/ready answers 200 (bare servers: until they listen). */
+async function waitReady(url: string, started: number): Promise<number> {
+  for (let i = 0; i < 600; i += 1) {
+    const response = await fetch(`${url}/health/ready`).catch(() => null);
+    if (response && (response.status === 200 || response.status === 404)) return performance.now() - started;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`${url} never became ready`);
+}
+
+export function opsdArgs(command: string, ...rest: string[]): string[] {
+  return [CLI, command, ...rest];
+}
+
+/** Resident memory of a process, from /proc. */
+export function rssMb(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  return Number(line?.replace(/\D+/g, '') ?? 0) / 1024;
+}
+
+export function payload300(): Record<string, unknown> {
+  return { account: 'acct_4f9c2e1b7a', amount: 12_345, currency: 'EUR', reference: 'invoice-2026-11-000123', memo: 'x'.repeat(180) };
+}
+
+/** An autocannon run of unique submissions (or batches of `batch` submissions) to POST `path`. */
+export async function load(options: {
+  url: string;
+  path: string;
+  connections: number;
+  durationS: number;
+  batch?: number;
+  overallRate?: number;
+  fixedBody?: string;
+}): Promise<autocannon.Result> {
+  const prefix = randomBytes(4).toString('hex');
+  let n = 0;
+  const operation = () => ({ type: 'demo.echo', external_id: `${prefix}-${(n += 1)}`, payload: payload300() });
+  return autocannon({
+    url: options.url,
+    connections: options.connections,
+    duration: options.durationS,
+    ...(options.overallRate ? { overallRate: options.overallRate } : {}),
+    requests: [
+      {
+        method: 'POST',
+        path: options.path,
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (request: autocannon.Request) => ({
+          ...request,
+          body:
+            options.fixedBody ??
+            (options.batch
+              ? JSON.stringify({ operations: Array.from({ length: options.batch }, operation) })
+              : JSON.stringify(operation())),
+        }),
+      },
+    ],
+  });
+}
+
+/** A fresh database on the server for one run; dropped after. */
+export async function freshDatabase(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `opsd_bench_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: baseUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const dropper = new pg.Client({ connectionString: baseUrl });
+      await dropper.connect();
+      await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await dropper.end();
+    },
+  };
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
