@@ -13,10 +13,19 @@ import { freshDatabase, load, opsdArgs, payload300, rssMb, spawnListening, type 
 
 export type Mode = 'embedded' | 'postgres' | 'postgres+redis';
 
+/** How long each part runs; `bench/run.ts` has the full and quick values. */
 export interface Settings {
   runs: number;
-  loadS: number;
+  /** Seconds of load per run: saturation, fixed rate, batch, baselines. */
+  acceptS: number;
+  fixedRateS: number;
+  batchS: number;
+  baselineS: number;
+  /** Operations seeded for a drain on distinct keys, and on 10 keys (bounded by per-key order). */
   drainCount: number;
+  orderedDrainCount: number;
+  /** How long a role idles before its RSS is read. */
+  idleMs: number;
   databaseUrl: string | undefined;
   redisUrl: string | undefined;
 }
@@ -40,7 +49,7 @@ export async function bareHttp(s: Settings): Promise<Sample[]> {
     const values: number[] = [];
     for (let i = 0; i < s.runs; i += 1) {
       const body = JSON.stringify({ type: 'demo.echo', external_id: 'same', payload: payload300() });
-      values.push((await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.loadS, fixedBody: body })).requests.average);
+      values.push((await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.baselineS, fixedBody: body })).requests.average);
     }
     return [{ scenario: 'bare-http', mode: 'baseline', metric: 'req/s', unit: 'req/s', values }];
   } finally {
@@ -60,7 +69,7 @@ export async function bareInsert(mode: 'embedded' | 'postgres', s: Settings): Pr
     const data = JSON.stringify(payload300());
     for (let run = 0; run < s.runs; run += 1) {
       let count = 0;
-      const deadline = performance.now() + s.loadS * 1000;
+      const deadline = performance.now() + s.baselineS * 1000;
       await Promise.all(
         Array.from({ length: 64 }, async () => {
           while (performance.now() < deadline) {
@@ -72,7 +81,7 @@ export async function bareInsert(mode: 'embedded' | 'postgres', s: Settings): Pr
           }
         }),
       );
-      values.push(count / s.loadS);
+      values.push(count / s.baselineS);
     }
     return [{ scenario: 'bare-insert', mode, metric: 'inserts/s', unit: 'tx/s', values }];
   } finally {
@@ -90,14 +99,14 @@ export async function accept(mode: Mode, s: Settings): Promise<Sample[]> {
     const fixed = { p50: [] as number[], p90: [] as number[], p975: [] as number[], p99: [] as number[], errors: [] as number[] };
     const batch: number[] = [];
     for (let i = 0; i < s.runs; i += 1) {
-      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.loadS });
+      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.acceptS });
       sat.rps.push(r.requests.average);
       sat.p50.push(r.latency.p50);
       sat.p99.push(r.latency.p99);
       sat.errors.push(r.errors + r.non2xx);
     }
     for (let i = 0; i < s.runs; i += 1) {
-      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.loadS, overallRate: 2000 });
+      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.fixedRateS, overallRate: 2000 });
       fixed.p50.push(r.latency.p50);
       fixed.p90.push(r.latency.p90);
       fixed.p975.push(r.latency.p97_5);
@@ -105,7 +114,7 @@ export async function accept(mode: Mode, s: Settings): Promise<Sample[]> {
       fixed.errors.push(r.errors + r.non2xx + r.timeouts);
     }
     for (let i = 0; i < s.runs; i += 1) {
-      const r = await load({ url: server.url, path: '/v1/operations/batch', connections: 8, durationS: s.loadS, batch: 100 });
+      const r = await load({ url: server.url, path: '/v1/operations/batch', connections: 8, durationS: s.batchS, batch: 100 });
       batch.push(r.requests.average * 100);
     }
     return [
@@ -148,6 +157,7 @@ async function drainRate(db: Db): Promise<number> {
 /** N PENDING operations seeded first, then workers started: operations/s from first start to last completion. */
 export async function drain(mode: Mode, workers: number, keys: number | 'distinct', s: Settings): Promise<Sample> {
   const values: number[] = [];
+  const count = keys === 'distinct' ? s.drainCount : s.orderedDrainCount;
   for (let run = 0; run < s.runs; run += 1) {
     const { env, cleanup, dataDir, url } = await modeEnv(mode, s);
     const procs: Proc[] = [];
@@ -155,7 +165,7 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
       if (mode === 'embedded') {
         const db = await createPgliteDb(dataDir);
         await openDbMigrate(db);
-        await seed(db, s.drainCount, keys);
+        await seed(db, count, keys);
         await db.close();
         const server = await spawnListening(opsdArgs('start', '--concurrency', '100'), env);
         procs.push(server);
@@ -168,17 +178,17 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
         await after.close();
       } else {
         const db = await openDb({ databaseUrl: url, dataDir: '', poolMax: 10 });
-        await seed(db, s.drainCount, keys);
+        await seed(db, count, keys);
         if (mode === 'postgres+redis') {
           const dispatcher = createBullmqDispatcher({ redisUrl: env.REDIS_URL as string, prefix: env.OPSD_REDIS_PREFIX as string });
-          const heads = await findClaimableHeads(db, { limit: s.drainCount });
+          const heads = await findClaimableHeads(db, { limit: count });
           for (let i = 0; i < heads.length; i += 1000) await dispatcher.dispatch(heads.slice(i, i + 1000));
           await dispatcher.close();
         }
         for (let w = 0; w < workers; w += 1) procs.push(await spawnListening(opsdArgs('worker', '--concurrency', '100'), env, '--health-port'));
         const client = new pg.Client({ connectionString: url });
         await client.connect();
-        await waitUntil(async () => (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE state = 'COMPLETED'`)).rows[0]?.n === s.drainCount);
+        await waitUntil(async () => (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE state = 'COMPLETED'`)).rows[0]?.n === count);
         await client.end();
         values.push(await drainRate(db));
         await db.close();
@@ -188,7 +198,8 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
       await cleanup();
     }
   }
-  return { scenario: `drain ${workers}w ${keys === 'distinct' ? 'distinct keys' : `${keys} keys`}`, mode, metric: 'ops/s', unit: 'ops/s', values };
+  const what = keys === 'distinct' ? `${count} ops, distinct keys` : `${count} ops, ${keys} keys`;
+  return { scenario: `drain ${workers}w ${what}`, mode, metric: 'ops/s', unit: 'ops/s', values };
 }
 
 async function openDbMigrate(db: Db): Promise<void> {
@@ -225,7 +236,7 @@ export async function roles(s: Settings): Promise<Sample[]> {
       for (let i = 0; i < s.runs; i += 1) {
         const proc = await spawnListening(args, env, portFlag);
         ready.push(proc.readyMs);
-        await new Promise((r) => setTimeout(r, 2000));
+        await new Promise((r) => setTimeout(r, s.idleMs));
         rss.push(rssMb(proc.child.pid as number));
         await proc.stop();
       }

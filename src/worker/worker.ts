@@ -167,18 +167,35 @@ export class Worker {
    */
   async runJob(operationId: string): Promise<boolean> {
     if (this.#stopping) throw new Error('worker is stopping');
-    const [operation] = await claimOperations(this.#db, {
-      limit: 1,
-      now: this.#now,
-      leaseOwner: this.id,
-      leaseMs: this.#leaseMs,
-      types: this.#registry.types(),
-      operationIds: [operationId],
-    });
+    const operation = await this.#claimById(operationId);
     if (!operation) return false;
     await this.#startAttempt(operation);
     return true;
   }
+
+  /**
+   * Jobs that arrive in the same tick share one claim transaction. The same id twice in a batch
+   * (a duplicated job) is claimed once: the second caller gets nothing, so its job runs nothing.
+   */
+  readonly #claimById = createMicroBatcher(
+    async (ids: string[]): Promise<(StoredOperation | null)[]> => {
+      const claimed = await claimOperations(this.#db, {
+        limit: ids.length,
+        now: this.#now,
+        leaseOwner: this.id,
+        leaseMs: this.#leaseMs,
+        types: this.#registry.types(),
+        operationIds: [...new Set(ids)],
+      });
+      const unclaimed = new Map(claimed.map((op) => [op.id, op]));
+      return ids.map((id) => {
+        const operation = unclaimed.get(id) ?? null;
+        unclaimed.delete(id);
+        return operation;
+      });
+    },
+    { maxBatch: 500 },
+  );
 
   async #claimLoop(): Promise<void> {
     while (!this.#stopping) {
@@ -197,6 +214,8 @@ export class Worker {
       }
       if (this.#stopping) break;
       await this.#wake.wait(this.#pollIntervalMs);
+      // Let the finishes of this tick land first: one claim for many free slots, not one per slot.
+      if (this.#running.size > 0) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
