@@ -5,6 +5,7 @@ import { startJobFeeder } from '../src/dispatch/jobFeeder.js';
 import { acceptOperations } from '../src/store/acceptOperations.js';
 import { getOperation, listEvents } from '../src/store/readOperations.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
+import { RetryError } from '../src/worker/handlerErrors.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
 import { postgresBackend, serversSkip, type TestDb } from './support/backends.js';
@@ -22,6 +23,16 @@ describe('BullMQ dispatch [postgres + redis]', { skip: serversSkip }, () => {
         runs.set(operation.id, (runs.get(operation.id) ?? 0) + 1);
         await new Promise((resolve) => setTimeout(resolve, 50));
         return 'ran';
+      },
+    }) as never,
+  );
+  const retryType = `test.retry-once-${uniqueId()}`;
+  registry.register(
+    defineOperation({
+      type: retryType,
+      handle: ({ operation }) => {
+        if (operation.attempt === 1) throw new RetryError('not yet', { retryAfterMs: 400 });
+        return 'second time';
       },
     }) as never,
   );
@@ -57,6 +68,27 @@ describe('BullMQ dispatch [postgres + redis]', { skip: serversSkip }, () => {
     assert.equal(runs.get(op.id), 1);
     const events = (await listEvents(handle.db, op.id)).map((e) => e.event.type);
     assert.deepEqual(events, ['received', 'started', 'completed']);
+  });
+
+  it('run_at and retry delays hold in queue mode', async () => {
+    const runAt = new Date(Date.now() + 1500).toISOString();
+    const [scheduled] = await acceptOperations(handle.db, [{ externalId: uniqueId(), type, payload: null, maxAttempts: 3, runAt }], new Date());
+    await dispatcher.dispatch([scheduled!.operation]);
+    await waitFor('the scheduled operation', async () => (await getOperation(handle.db, scheduled!.operation.id))?.status === 'COMPLETED');
+    const started = (await listEvents(handle.db, scheduled!.operation.id)).find((e) => e.event.type === 'started');
+    assert.ok(Date.parse(started!.event.at) >= Date.parse(runAt), 'not started before run_at');
+
+    const [retried] = await acceptOperations(handle.db, [{ externalId: uniqueId(), type: retryType, payload: null, maxAttempts: 3 }], new Date());
+    await dispatcher.dispatch([retried!.operation]);
+    const done = await waitFor('the retried operation', async () => {
+      const op = await getOperation(handle.db, retried!.operation.id);
+      return op?.status === 'COMPLETED' ? op : null;
+    });
+    assert.equal(done.attempts, 2);
+    const events = (await listEvents(handle.db, retried!.operation.id)).map((e) => e.event);
+    const failed = events.find((e) => e.type === 'attempt_failed')!;
+    const second = events.filter((e) => e.type === 'started')[1]!;
+    assert.ok(Date.parse(second.at) >= Date.parse(failed.at) + 400, 'the retry waited for its delay');
   });
 
   it('re-enqueueing the same operation version is a no-op while its job waits', async () => {

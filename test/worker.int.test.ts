@@ -4,14 +4,17 @@ import type { AddressInfo } from 'node:net';
 import { after, before, it } from 'node:test';
 import type { OperationEvent } from '../src/domain/events.js';
 import { foldEvents } from '../src/domain/evolve.js';
+import { acceptOperations } from '../src/store/acceptOperations.js';
 import { applyCommands } from '../src/store/applyCommands.js';
-import { listEvents } from '../src/store/readOperations.js';
+import { getOperation, listEvents } from '../src/store/readOperations.js';
 import { rowToEvent, rowToOperation, type EventRow, type OperationRow } from '../src/store/operationRow.js';
 import { demoEcho, demoSleep, httpRequest } from '../src/worker/builtinOperations.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
 import { RejectError, RetryError } from '../src/worker/handlerErrors.js';
+import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
+import { Worker } from '../src/worker/worker.js';
 import { describeEachBackend } from './support/backends.js';
-import { uniqueId, waitFor } from './support/helpers.js';
+import { testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { startWorker } from './support/workerHarness.js';
 
 let upstream: Server;
@@ -228,6 +231,36 @@ describeEachBackend('worker', (db) => {
       assert.equal(retry.error.code, 'OPSD_HTTP_RETRYABLE_STATUS');
     } finally {
       await harness.worker.stop(1000);
+    }
+  });
+
+  it('a per-type limit caps that type below the global concurrency', async () => {
+    let running = 0;
+    let peak = 0;
+    const type = uniqueId('test.limited');
+    const registry = new HandlerRegistry().register(
+      defineOperation({
+        type,
+        handle: async () => {
+          running += 1;
+          peak = Math.max(peak, running);
+          await new Promise((resolve) => setTimeout(resolve, 40));
+          running -= 1;
+          return null;
+        },
+      }) as never,
+    );
+    const worker = new Worker({ db: db(), registry, logger: testLogger(), concurrency: 10, typeConcurrency: { [type]: 2 }, pollIntervalMs: 20 });
+    worker.start();
+    try {
+      const accepted = await acceptOperations(db(), Array.from({ length: 12 }, () => ({ externalId: uniqueId(), type, payload: null, maxAttempts: 1 })), new Date());
+      worker.notify();
+      for (const { operation } of accepted) {
+        await waitFor(`operation ${operation.id} completed`, async () => (await getOperation(db(), operation.id))?.status === 'COMPLETED');
+      }
+      assert.equal(peak, 2, 'two at a time, never more');
+    } finally {
+      await worker.stop(1000);
     }
   });
 
