@@ -40,6 +40,7 @@ interface Candidate {
  */
 export async function acceptOperations(db: Db, items: readonly NewOperation[], now: Date): Promise<AcceptResult[]> {
   const at = now.toISOString();
+  const hashes = items.map((item) => payloadHash(item.payload));
   const firstByExternalId = new Map<string, Candidate>();
   const candidates: Candidate[] = [];
   items.forEach((item, index) => {
@@ -52,7 +53,7 @@ export async function acceptOperations(db: Db, items: readonly NewOperation[], n
         externalId: item.externalId,
         operationType: item.type,
         payload: item.payload,
-        payloadHash: payloadHash(item.payload),
+        payloadHash: hashes[index] as string,
         orderingKey: item.orderingKey ?? item.externalId,
         maxAttempts: item.maxAttempts,
         runAt: item.runAt ?? at,
@@ -75,7 +76,7 @@ export async function acceptOperations(db: Db, items: readonly NewOperation[], n
     const seq = inserted.get(candidate.state.id);
     const holder = seq !== undefined ? { ...candidate.state, seq } : existing.get(item.externalId);
     if (!holder) throw new Error(`operation ${item.externalId} neither inserted nor found`);
-    const same = holder.type === item.type && holder.payloadHash === payloadHash(item.payload);
+    const same = holder.type === item.type && holder.payloadHash === hashes[index];
     if (!same) return { outcome: 'conflict', operation: holder };
     const firstOfBatch = seq !== undefined && candidate.index === index;
     return { outcome: firstOfBatch ? 'accepted' : 'replayed', operation: holder };
