@@ -14,7 +14,7 @@ const settings: Settings = {
   fixedRateS: quick ? 1 : 5,
   batchS: quick ? 1 : 3,
   baselineS: quick ? 1 : 5,
-  drainCount: quick ? 1000 : 20_000,
+  drainCount: quick ? 1000 : Number(process.env.OPSD_BENCH_DRAIN ?? 20_000),
   orderedDrainCount: quick ? 500 : 2000,
   idleMs: 1000,
   databaseUrl: process.env.DATABASE_URL || undefined,
