@@ -1,5 +1,6 @@
 import { decide } from '../domain/decide.js';
 import type { Db } from './db.js';
+import { IS_HEAD_OF_KEY } from './headOfKey.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 import { saveTransitions } from './saveTransitions.js';
 
@@ -45,11 +46,7 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<St
        WHERE o.state = 'PENDING' AND o.run_at <= $1
          AND o.type = ANY($3::text[])
          AND ($4::uuid[] IS NULL OR o.id = ANY($4::uuid[]))
-         AND NOT EXISTS (
-           SELECT 1 FROM operations p
-           WHERE p.ordering_key = o.ordering_key
-             AND p.state IN ('PENDING', 'PROCESSING')
-             AND (p.seq < o.seq OR p.state = 'PROCESSING'))
+         AND ${IS_HEAD_OF_KEY}
        ORDER BY o.seq
        LIMIT $2
        FOR UPDATE OF o SKIP LOCKED`,

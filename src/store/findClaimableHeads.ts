@@ -1,4 +1,5 @@
 import type { Queryable } from './db.js';
+import { IS_HEAD_OF_KEY } from './headOfKey.js';
 
 /** What a dispatcher needs to wake a worker for one operation. */
 export interface DispatchTarget {
@@ -23,11 +24,7 @@ export async function findClaimableHeads(
      WHERE o.state = 'PENDING'
        AND ($1::text IS NULL OR o.ordering_key = $1)
        AND ($2::timestamptz IS NULL OR o.updated_at <= $2)
-       AND NOT EXISTS (
-         SELECT 1 FROM operations p
-         WHERE p.ordering_key = o.ordering_key
-           AND p.state IN ('PENDING', 'PROCESSING')
-           AND (p.seq < o.seq OR p.state = 'PROCESSING'))
+       AND ${IS_HEAD_OF_KEY}
      ORDER BY o.seq
      LIMIT $3`,
     [options.orderingKey ?? null, options.unchangedSince?.toISOString() ?? null, options.limit],
