@@ -39,10 +39,10 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'opsd', pid: process.pid } });
 }
 
-async function createDispatcher(config: Config, worker: Worker | null): Promise<Dispatcher> {
-  if (!config.redisUrl) return createInProcessDispatcher(worker);
+/** BullMQ dispatch when Redis is configured; loaded only then. */
+async function createQueueDispatcher(redisUrl: string, prefix: string): Promise<Dispatcher> {
   const { createBullmqDispatcher } = await import('./dispatch/bullmqDispatcher.js');
-  return createBullmqDispatcher({ redisUrl: config.redisUrl, prefix: config.redisPrefix });
+  return createBullmqDispatcher({ redisUrl, prefix });
 }
 
 /**
@@ -108,7 +108,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
 
   const typeConcurrency = { ...registry.typeConcurrency(), ...config.typeConcurrency };
   // Through Redis, workers announce retries and successors themselves; in-process, the dispatcher pokes the worker.
-  const queued = config.redisUrl ? await createDispatcher(config, null) : null;
+  const queued = config.redisUrl ? await createQueueDispatcher(config.redisUrl, config.redisPrefix) : null;
   const worker = runsWorker
     ? new Worker({
         db,
@@ -159,12 +159,6 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
 
   let app: FastifyInstance | null = null;
   let url: string | null = null;
-  if (servesApi) {
-    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, routes: role === 'intake' ? 'intake' : 'all' });
-    url = await app.listen({ port: config.port, host: config.host });
-  }
-  logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
-
   let stopping: Promise<void> | null = null;
   const stop = (graceMs = config.graceMs) =>
     (stopping ??= (async () => {
@@ -178,6 +172,18 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       await db.close();
       logger.info({ role, ...(worker?.stats ?? {}) }, 'stopped');
     })());
+
+  if (servesApi) {
+    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, routes: role === 'intake' ? 'intake' : 'all' });
+    try {
+      url = await app.listen({ port: config.port, host: config.host });
+    } catch (error) {
+      // A taken port must not leave a worker, a leader campaign and pools running behind the error.
+      await stop(0);
+      throw error;
+    }
+  }
+  logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
 
   return { role, url, healthUrl, app, db, worker, dispatcher, logger, isLeader: duties.isLeader, stop };
 }
