@@ -46,12 +46,21 @@ export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): 
   const acceptOne = createMicroBatcher((items: NewOperation[]) => acceptOperations(db, items, now()), { maxBatch: 1000 });
   const validateItem = deps.validators.strict.compile(newOperationSchema);
 
+  // ...and share one dispatch (one Redis round trip through BullMQ) per tick too.
+  const dispatchOne = createMicroBatcher(
+    async (operations: StoredOperation[]) => {
+      await deps.dispatcher.dispatch(operations);
+      return operations.map(() => undefined);
+    },
+    { maxBatch: 1000 },
+  );
+
   async function dispatchAccepted(results: AcceptResult[]): Promise<void> {
     const accepted = results.filter((r) => r.outcome === 'accepted').map((r) => r.operation);
     if (accepted.length === 0) return;
     for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
     // The rows are committed: a failed wake-up only delays them (the reconciler re-dispatches).
-    await deps.dispatcher.dispatch(accepted).catch((error: unknown) => {
+    await Promise.all(accepted.map(dispatchOne)).catch((error: unknown) => {
       deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
     });
   }
