@@ -49,16 +49,14 @@ async function createQueueDispatcher(redisUrl: string, prefix: string): Promise<
  * Runs the cluster-wide duties (lease rescuer; reconciler when dispatch goes through Redis) while
  * this process is the leader. Embedded PGlite has one process, which is always the leader.
  */
-async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher, logger: Logger, worker: Worker | null) {
+async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher, logger: Logger) {
   let stopDuties: (() => Promise<void>) | null = null;
   const start = () => {
     const rescuer = createLeaseRescuer({
       db,
       logger,
-      onRescued: async (operations) => {
-        worker?.notify();
-        await dispatcher.dispatch(operations);
-      },
+      // In-process dispatch wakes the local worker; through Redis, any worker.
+      onRescued: (operations) => dispatcher.dispatch(operations),
     });
     const rescuerInterval = Math.max(250, Math.min(5000, Math.floor(config.leaseMs / 2)));
     const stops = [runPeriodically(rescuer, rescuerInterval, logger)];
@@ -124,7 +122,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   const dispatcher = queued ?? createInProcessDispatcher(worker);
   logger.info({ role, store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
-  const duties = role === 'intake' ? { isLeader: () => false, stop: async () => {} } : await startLeaderDuties(config, db, dispatcher, logger, worker);
+  const duties = role === 'intake' ? { isLeader: () => false, stop: async () => {} } : await startLeaderDuties(config, db, dispatcher, logger);
 
   let feeder: { close(): Promise<void> } | null = null;
   let healthUrl: string | null = null;

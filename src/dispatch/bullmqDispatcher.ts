@@ -55,7 +55,11 @@ export function createBullmqDispatcher(options: BullmqDispatcherOptions): Dispat
     queue,
     async dispatch(operations, cause) {
       const byType = new Map<string, DispatchTarget[]>();
-      for (const op of operations) byType.set(op.type, [...(byType.get(op.type) ?? []), op]);
+      for (const op of operations) {
+        const group = byType.get(op.type);
+        if (group) group.push(op);
+        else byType.set(op.type, [op]);
+      }
       const at = now().getTime();
       await Promise.all(
         [...byType].map(([type, ops]) =>

@@ -7,8 +7,3 @@ export function queueName(type: string): string {
 export function jobId(operationId: string, version: number, cause?: string): string {
   return cause ? `${operationId}_${version}_${cause}` : `${operationId}_${version}`;
 }
-
-/** Redis key prefix; tests give each run its own. Default `opsd`. */
-export function redisPrefix(env: NodeJS.ProcessEnv = process.env): string {
-  return env.OPSD_REDIS_PREFIX || 'opsd';
-}
