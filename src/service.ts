@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { buildApp } from './api/app.js';
 import type { Config } from './config.js';
 import { createInProcessDispatcher, type Dispatcher } from './dispatch/dispatcher.js';
+import { decodeDispatchNotice, DISPATCH_CHANNEL } from './dispatch/notifyDispatcher.js';
 import { createReconciler } from './dispatch/reconciler.js';
 import { runPeriodically } from './lib/periodic.js';
 import type { Db } from './store/db.js';
@@ -77,7 +77,22 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
     return { isLeader: () => true, stop };
   }
   const { campaignForLeadership } = await import('./cluster/leaderElection.js');
-  const leadership = campaignForLeadership({ databaseUrl: config.databaseUrl, logger, onElected: start, onDeposed: stop });
+  // Intake processes hand what they accept to the leader by NOTIFY; the leader queues it.
+  const relayNotices = {
+    channel: DISPATCH_CHANNEL,
+    onNotice: (payload: string) => {
+      dispatcher.dispatch(decodeDispatchNotice(payload)).catch((error: unknown) => {
+        logger.warn({ err: error }, 'relaying operations from an intake failed; the reconciler will pick them up');
+      });
+    },
+  };
+  const leadership = campaignForLeadership({
+    databaseUrl: config.databaseUrl,
+    logger,
+    ...(dispatcher.kind === 'bullmq' ? { listen: relayNotices } : {}),
+    onElected: start,
+    onDeposed: stop,
+  });
   return {
     isLeader: leadership.isLeader,
     stop: async () => {
@@ -99,6 +114,11 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
     poolMax: config.dbPoolMax ?? POOL_DEFAULTS[role],
     applicationName: `opsd-${role}`,
   });
+  if (role === 'intake') {
+    // Loaded apart so that the intake never loads Fastify, BullMQ or the worker.
+    const { startIntake } = await import('./intake/startIntake.js');
+    return startIntake({ config, db, registry, logger });
+  }
   const runsWorker = role === 'start' || role === 'worker';
   const servesApi = role !== 'worker';
   const closers: (() => Promise<void>)[] = [];
@@ -122,7 +142,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   const dispatcher = queued ?? createInProcessDispatcher(worker);
   logger.info({ role, store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
-  const duties = role === 'intake' ? { isLeader: () => false, stop: async () => {} } : await startLeaderDuties(config, db, dispatcher, logger);
+  const duties = await startLeaderDuties(config, db, dispatcher, logger);
 
   let feeder: { close(): Promise<void> } | null = null;
   let healthUrl: string | null = null;
@@ -172,7 +192,8 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
     })());
 
   if (servesApi) {
-    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, routes: role === 'intake' ? 'intake' : 'all' });
+    const { buildApp } = await import('./api/app.js');
+    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit });
     try {
       url = await app.listen({ port: config.port, host: config.host });
     } catch (error) {

@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { campaignForLeadership } from '../src/cluster/leaderElection.js';
 import { createBullmqDispatcher } from '../src/dispatch/bullmqDispatcher.js';
 import { startJobFeeder } from '../src/dispatch/jobFeeder.js';
+import { createNotifyDispatcher, decodeDispatchNotice, DISPATCH_CHANNEL } from '../src/dispatch/notifyDispatcher.js';
 import { acceptOperations } from '../src/store/acceptOperations.js';
+import type { DispatchTarget } from '../src/store/findClaimableHeads.js';
+import { createPgDb } from '../src/store/pgDb.js';
 import { getOperation, listEvents } from '../src/store/readOperations.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
 import { RetryError } from '../src/worker/handlerErrors.js';
@@ -11,6 +16,7 @@ import { Worker } from '../src/worker/worker.js';
 import { postgresBackend, serversSkip, type TestDb } from './support/backends.js';
 import { testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { redisPrefix } from './support/scaleout.js';
+import { createServerDatabase } from './support/serverDatabase.js';
 
 describe('BullMQ dispatch [postgres + redis]', { skip: serversSkip }, () => {
   let handle: TestDb;
@@ -98,5 +104,42 @@ describe('BullMQ dispatch [postgres + redis]', { skip: serversSkip }, () => {
     await dispatcher.dispatch([op]);
     await dispatcher.dispatch([op]);
     assert.equal(await dispatcher.queue(type).getDelayedCount(), 1, 'one delayed job, waiting for run_at');
+  });
+});
+
+describe('intake → leader relay by NOTIFY [postgres]', { skip: serversSkip }, () => {
+  it('the leader hears what an intake dispatches, and only while it leads', async () => {
+    const database = await createServerDatabase(process.env.DATABASE_URL as string);
+    const db = createPgDb({ connectionString: database.url, max: 2, applicationName: 'opsd-test' });
+    const heard: DispatchTarget[] = [];
+    const leadership = campaignForLeadership({
+      databaseUrl: database.url,
+      logger: testLogger(),
+      intervalMs: 100,
+      listen: { channel: DISPATCH_CHANNEL, onNotice: (payload) => heard.push(...decodeDispatchNotice(payload)) },
+      onElected: () => {},
+      onDeposed: () => {},
+    });
+    try {
+      await waitFor('leadership', () => leadership.isLeader());
+      const targets = Array.from({ length: 300 }, (_, i) => ({
+        id: randomUUID(),
+        type: i % 2 ? 'demo.echo' : 'demo.sleep',
+        version: 1,
+        runAt: new Date(Date.UTC(2030, 0, 1, 0, 0, i % 60)).toISOString(),
+      }));
+      await createNotifyDispatcher(db).dispatch(targets);
+      await waitFor('every target relayed', () => heard.length >= targets.length);
+      assert.deepEqual(heard, targets);
+
+      await leadership.stop();
+      await createNotifyDispatcher(db).dispatch(targets.slice(0, 1));
+      await db.query('SELECT pg_sleep(0.2)');
+      assert.equal(heard.length, targets.length, 'a process that stepped down no longer relays');
+    } finally {
+      await leadership.stop();
+      await db.close();
+      await database.drop();
+    }
   });
 });

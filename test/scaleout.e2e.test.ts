@@ -131,12 +131,13 @@ describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
     }
   });
 
-  it('intake accepts operations and serves nothing else', async () => {
+  it('intake accepts operations, serves nothing else, and hands them to the leader at once', async () => {
     const d = deployment(14);
     await d.setUp();
     try {
       const intake = await d.spawn(['intake', '--port', '0']);
       const worker = await d.spawn(['worker', '--health-port', '0']);
+      await waitFor('the worker to lead', async () => (await http<Stats>(`${worker.url}/stats`)).body.leader);
       const accepted = await http<{ id: string }>(`${intake.url}/v1/operations`, {
         method: 'POST',
         body: { type: 'demo.echo', external_id: uniqueId('in'), payload: { x: 1 } },
@@ -144,6 +145,15 @@ describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
       assert.equal(accepted.status, 202);
       assert.equal((await http(`${intake.url}/v1/operations/${accepted.body.id}`)).status, 404);
       await waitFor('the worker to complete it', async () => (await http<Stats>(`${worker.url}/stats`)).body.completed === 1);
+      // The reconciler only re-dispatches operations untouched for 5 s: a start sooner than that
+      // came from the intake's NOTIFY, relayed to BullMQ by the leader.
+      const { rows } = await d.client.query<{ waited_ms: number }>(
+        `SELECT extract(epoch FROM (s.occurred_at - r.occurred_at)) * 1000 AS waited_ms
+           FROM operation_events r JOIN operation_events s USING (operation_id)
+          WHERE r.operation_id = $1 AND r.type = 'received' AND s.type = 'started'`,
+        [accepted.body.id],
+      );
+      assert.ok(Number(rows[0]?.waited_ms) < 5000, `started ${rows[0]?.waited_ms} ms after it was received`);
     } finally {
       await d.tearDown();
     }

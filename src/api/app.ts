@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { Db } from '../store/db.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
+import { createBodyValidator } from './bodyValidator.js';
 import { installErrorHandling } from './errorHandler.js';
 import { registerHealthRoutes } from './healthRoutes.js';
 import { registerOperationRoutes } from './operationRoutes.js';
@@ -14,8 +15,6 @@ export interface AppOptions {
   registry: HandlerRegistry;
   dispatcher: Dispatcher;
   logger: Logger;
-  /** `all` (api, start) or `intake`: submission and health only. Default `all`. */
-  routes?: 'all' | 'intake';
   /** Largest accepted body in bytes. Default 1 MiB. */
   bodyLimit?: number;
   now?: () => Date;
@@ -26,7 +25,7 @@ export interface AppOptions {
  * and params are text by nature, so those are coerced.
  */
 function createValidators() {
-  const strict = new Ajv({ allErrors: true, strict: false, coerceTypes: false, useDefaults: true });
+  const strict = createBodyValidator();
   const coercing = new Ajv({ allErrors: true, strict: false, coerceTypes: true, useDefaults: true });
   return { strict, coercing };
 }
@@ -52,7 +51,6 @@ export function buildApp(options: AppOptions): FastifyInstance {
     ...options,
     validators,
     now: options.now ?? (() => new Date()),
-    queries: (options.routes ?? 'all') === 'all',
   });
   return app;
 }

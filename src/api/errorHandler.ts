@@ -1,9 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { ERROR_CATALOG, OpsdError, type ErrorCode } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
+import { isStoreUnavailable, UNAVAILABLE_RETRY_AFTER_S } from './httpErrors.js';
 
-/** Seconds a client should wait before retrying when the store is unreachable. */
-const UNAVAILABLE_RETRY_AFTER_S = 5;
 
 /** Framework error codes and what they mean in the opsd catalog. */
 const FRAMEWORK_CODES: Record<string, ErrorCode> = {
@@ -53,11 +52,4 @@ export function installErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((request, reply) =>
     sendError(reply, 'OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`),
   );
-}
-
-/** Connection-level failures (server down, restarting, pool exhausted) as opposed to bad SQL. */
-function isStoreUnavailable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return /connect|terminat|timeout/i.test((error as Error).message ?? '');
-  return code.startsWith('08') || code === '57P01' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET';
 }

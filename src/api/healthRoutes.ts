@@ -1,28 +1,17 @@
 import type { FastifyInstance } from 'fastify';
 import type { Db } from '../store/db.js';
 import { sendError } from './errorHandler.js';
-
-const READY_TIMEOUT_MS = 2000;
+import { UNAVAILABLE_RETRY_AFTER_S } from './httpErrors.js';
+import { storeReadiness } from './storeReadiness.js';
 
 /** Liveness says the process answers; readiness says the store answers too. */
 export function registerHealthRoutes(app: FastifyInstance, db: Db): void {
   const statusSchema = { type: 'object', properties: { status: { type: 'string' } } };
   app.get('/health/live', { schema: { response: { 200: statusSchema } } }, async () => ({ status: 'live' }));
   app.get('/health/ready', { schema: { response: { 200: statusSchema } } }, async (_request, reply) => {
-    try {
-      await withTimeout(db.query('SELECT 1'), READY_TIMEOUT_MS);
-      return { status: 'ready' };
-    } catch (error) {
-      reply.header('retry-after', '5');
-      return sendError(reply, 'OPSD_ERR_UNAVAILABLE', `store not ready: ${(error as Error).message}`);
-    }
+    const readiness = await storeReadiness(db);
+    if (readiness.ready) return { status: 'ready' };
+    reply.header('retry-after', String(UNAVAILABLE_RETRY_AFTER_S));
+    return sendError(reply, 'OPSD_ERR_UNAVAILABLE', readiness.reason);
   });
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -4,14 +4,11 @@ import type { Logger } from 'pino';
 import { OpsdError } from '../domain/errors.js';
 import type { OperationStatus } from '../domain/operation.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
-import { createMicroBatcher } from '../lib/microBatcher.js';
-import { acceptOperations, type AcceptResult, type NewOperation } from '../store/acceptOperations.js';
 import { applyCommands, type AddressedCommand } from '../store/applyCommands.js';
 import type { Db } from '../store/db.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import { getOperation, listEvents, listOperations } from '../store/readOperations.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
-import { sendError } from './errorHandler.js';
 import {
   batchResponseSchema,
   batchSchema,
@@ -24,7 +21,8 @@ import {
   operationSchema,
 } from './schemas.js';
 import { eventBody, operationBody, operationLocation } from './serialize.js';
-import { toNewOperation, type SubmittedOperation } from './submission.js';
+import type { SubmittedOperation } from './submission.js';
+import { createSubmissions, type SubmissionReply } from './submissions.js';
 
 interface RouteDeps {
   db: Db;
@@ -33,88 +31,27 @@ interface RouteDeps {
   logger: Logger;
   now: () => Date;
   validators: { strict: Ajv };
-  /** Register reading and operator routes too (not on intake). */
-  queries: boolean;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const errors = { '4xx': errorSchema, '5xx': errorSchema };
 
 export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): void {
-  const { db, registry, now } = deps;
-  // Concurrent single submissions in one tick share one multi-row INSERT.
-  const acceptOne = createMicroBatcher((items: NewOperation[]) => acceptOperations(db, items, now()), { maxBatch: 1000 });
-  const validateItem = deps.validators.strict.compile(newOperationSchema);
-
-  // ...and share one dispatch (one Redis round trip through BullMQ) per tick too.
-  const dispatchOne = createMicroBatcher(
-    async (operations: StoredOperation[]) => {
-      await deps.dispatcher.dispatch(operations);
-      return operations.map(() => undefined);
-    },
-    { maxBatch: 1000 },
-  );
-
-  async function dispatchAccepted(results: AcceptResult[]): Promise<void> {
-    const accepted = results.filter((r) => r.outcome === 'accepted').map((r) => r.operation);
-    if (accepted.length === 0) return;
-    for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
-    // The rows are committed: a failed wake-up only delays them (the reconciler re-dispatches).
-    await Promise.all(accepted.map(dispatchOne)).catch((error: unknown) => {
-      deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
-    });
-  }
+  const { db, now } = deps;
+  const submissions = createSubmissions({ ...deps, validateItem: deps.validators.strict.compile(newOperationSchema) });
+  const send = (reply: FastifyReply, { status, headers, body }: SubmissionReply) => reply.code(status).headers(headers).send(body);
 
   app.post<{ Body: SubmittedOperation }>(
     '/v1/operations',
     { schema: { body: newOperationSchema, response: { 200: operationSchema, 202: operationSchema, ...errors } } },
-    async (request, reply) => {
-      const result = await acceptOne(toNewOperation(request.body, registry));
-      await dispatchAccepted([result]);
-      return sendAcceptResult(reply, result);
-    },
+    async (request, reply) => send(reply, await submissions.submitOne(request.body)),
   );
 
   app.post<{ Body: { operations: unknown[] } }>(
     '/v1/operations/batch',
     { schema: { body: batchSchema, response: { 200: batchResponseSchema, ...errors } } },
-    async (request) => {
-      const items = request.body.operations;
-      const slots: ({ status: number; error: unknown } | { pending: number })[] = [];
-      const valid: NewOperation[] = [];
-      for (const item of items) {
-        if (!validateItem(item)) {
-          const details = (validateItem.errors ?? []).map((e) => ({ path: e.instancePath || '/', message: e.message ?? 'invalid' }));
-          const message = details.map((d) => `${d.path} ${d.message}`).join('; ');
-          slots.push(problem(new OpsdError('OPSD_ERR_VALIDATION', message, details)));
-          continue;
-        }
-        try {
-          valid.push(toNewOperation(item as SubmittedOperation, registry));
-          slots.push({ pending: valid.length - 1 });
-        } catch (error) {
-          if (!(error instanceof OpsdError)) throw error;
-          slots.push(problem(error));
-        }
-      }
-      const accepted = valid.length > 0 ? await acceptOperations(db, valid, now()) : [];
-      await dispatchAccepted(accepted);
-      return {
-        results: slots.map((slot) => {
-          if (!('pending' in slot)) return slot;
-          const result = accepted[slot.pending] as AcceptResult;
-          if (result.outcome === 'conflict') return problem(conflict(result.operation));
-          return {
-            status: result.outcome === 'accepted' ? 202 : 200,
-            ...(result.outcome === 'replayed' ? { replayed: true } : {}),
-            operation: operationBody(result.operation),
-          };
-        }),
-      };
-    },
+    async (request) => submissions.submitBatch(request.body.operations),
   );
-
-  if (!deps.queries) return;
 
   app.get<{ Params: { id: string } }>(
     '/v1/operations/:id',
@@ -166,28 +103,6 @@ export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): 
     );
   commandRoute('/v1/operations/:id/cancel', (at) => ({ kind: 'cancel', now: at }));
   commandRoute('/v1/operations/:id/retry', (at) => ({ kind: 'redrive', now: at }));
-}
-
-function sendAcceptResult(reply: FastifyReply, result: AcceptResult) {
-  if (result.outcome === 'conflict') {
-    const error = conflict(result.operation);
-    return sendError(reply, error.code, error.message, error.details);
-  }
-  reply.header('location', operationLocation(result.operation.id));
-  if (result.outcome === 'replayed') return reply.code(200).header('idempotent-replayed', 'true').send(operationBody(result.operation));
-  return reply.code(202).send(operationBody(result.operation));
-}
-
-function conflict(holder: StoredOperation): OpsdError {
-  return new OpsdError(
-    'OPSD_ERR_DUPLICATE_CONFLICT',
-    `external_id "${holder.externalId}" is already used by an operation with a different type or payload`,
-    { operation_id: holder.id, type: holder.type },
-  );
-}
-
-function problem(error: OpsdError) {
-  return { status: error.status, error: { code: error.code, message: error.message, ...(error.details !== undefined ? { details: error.details } : {}) } };
 }
 
 async function findOrThrow(db: Db, id: string): Promise<StoredOperation> {

@@ -19,6 +19,8 @@ export function campaignForLeadership(options: {
   databaseUrl: string;
   logger: Logger;
   intervalMs?: number;
+  /** A channel the leader LISTENs to on its session, and what it does with each notification. */
+  listen?: { channel: string; onNotice(payload: string): void };
   onElected(): void;
   onDeposed(): Promise<void> | void;
 }): Leadership {
@@ -47,6 +49,12 @@ export function campaignForLeadership(options: {
       if (!client) {
         const fresh = new pg.Client({ connectionString: options.databaseUrl, application_name: 'opsd-leader' });
         fresh.on('error', () => {});
+        const { listen } = options;
+        if (listen) {
+          fresh.on('notification', (message) => {
+            if (leader && message.channel === listen.channel && message.payload !== undefined) listen.onNotice(message.payload);
+          });
+        }
         await fresh.connect();
         client = fresh;
       }
@@ -56,6 +64,7 @@ export function campaignForLeadership(options: {
       }
       const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [LEADER_LOCK_KEY]);
       if (rows[0]?.locked && !stopped) {
+        if (options.listen) await client.query(`LISTEN ${quoteIdentifier(options.listen.channel)}`);
         leader = true;
         options.logger.info('elected leader: running the reconciler and lease rescuer');
         options.onElected();
@@ -85,4 +94,8 @@ export function campaignForLeadership(options: {
       await dropSession();
     },
   };
+}
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
 }

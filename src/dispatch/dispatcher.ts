@@ -6,7 +6,7 @@ import type { DispatchTarget } from '../store/findClaimableHeads.js';
  * reconciler dispatches again what nobody picked up).
  */
 export interface Dispatcher {
-  readonly kind: 'in-process' | 'bullmq';
+  readonly kind: 'in-process' | 'bullmq' | 'notify';
   /**
    * `cause` distinguishes wake-ups of the same operation version that must not be merged
    * (the predecessor on its key that just ended); without it, a repeat is a no-op.

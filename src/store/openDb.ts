@@ -1,6 +1,6 @@
 import type { Db } from './db.js';
 import { migrate } from './migrate.js';
-import { createPgDb } from './pgDb.js';
+import { importPgDb } from './importPgDb.js';
 import { createPgliteDb } from './pgliteDb.js';
 
 export interface OpenDbOptions {
@@ -15,7 +15,7 @@ export interface OpenDbOptions {
 /** A PostgreSQL server when a URL is given, embedded PGlite otherwise; migrated unless told not to. */
 export async function openDb(options: OpenDbOptions): Promise<Db> {
   const db = options.databaseUrl
-    ? createPgDb({ connectionString: options.databaseUrl, max: options.poolMax, applicationName: options.applicationName ?? 'opsd' })
+    ? (await importPgDb()).createPgDb({ connectionString: options.databaseUrl, max: options.poolMax, applicationName: options.applicationName ?? 'opsd' })
     : await createPgliteDb(options.dataDir);
   if (options.migrate !== false) {
     try {

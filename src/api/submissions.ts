@@ -1,0 +1,120 @@
+import type { ValidateFunction } from 'ajv';
+import type { Logger } from 'pino';
+import { OpsdError } from '../domain/errors.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import { createMicroBatcher } from '../lib/microBatcher.js';
+import { acceptOperations, type AcceptResult, type NewOperation } from '../store/acceptOperations.js';
+import type { Db } from '../store/db.js';
+import type { StoredOperation } from '../store/operationRow.js';
+import type { HandlerRegistry } from '../worker/handlerRegistry.js';
+import { errorBody, validationError } from './httpErrors.js';
+import { operationBody, operationLocation } from './serialize.js';
+import { toNewOperation, type SubmittedOperation } from './submission.js';
+
+/** A reply independent of the HTTP server that sends it (Fastify on `api`, node:http on `intake`). */
+export interface SubmissionReply {
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+export interface Submissions {
+  /** One operation that already passed the body schema. */
+  submitOne(body: SubmittedOperation): Promise<SubmissionReply>;
+  /** A batch whose items are checked one by one: a bad item fails alone. */
+  submitBatch(items: unknown[]): Promise<{ results: unknown[] }>;
+}
+
+/**
+ * Accepting operations, whatever serves HTTP. Single submissions that arrive in the same tick
+ * share one multi-row INSERT and one dispatch.
+ */
+export function createSubmissions(deps: {
+  db: Db;
+  registry: HandlerRegistry;
+  dispatcher: Dispatcher;
+  logger: Logger;
+  now: () => Date;
+  validateItem: ValidateFunction;
+}): Submissions {
+  const { db, registry, now, validateItem } = deps;
+  const acceptOne = createMicroBatcher((items: NewOperation[]) => acceptOperations(db, items, now()), { maxBatch: 1000 });
+  const dispatchOne = createMicroBatcher(
+    async (operations: StoredOperation[]) => {
+      await deps.dispatcher.dispatch(operations);
+      return operations.map(() => undefined);
+    },
+    { maxBatch: 1000 },
+  );
+
+  async function dispatchAccepted(results: AcceptResult[]): Promise<void> {
+    const accepted = results.filter((r) => r.outcome === 'accepted').map((r) => r.operation);
+    if (accepted.length === 0) return;
+    for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
+    // The rows are committed: a failed wake-up only delays them (the reconciler re-dispatches).
+    await Promise.all(accepted.map(dispatchOne)).catch((error: unknown) => {
+      deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
+    });
+  }
+
+  return {
+    async submitOne(body) {
+      const result = await acceptOne(toNewOperation(body, registry));
+      await dispatchAccepted([result]);
+      if (result.outcome === 'conflict') return errorReply(conflict(result.operation));
+      const headers = { location: operationLocation(result.operation.id) };
+      if (result.outcome === 'replayed') {
+        return { status: 200, headers: { ...headers, 'idempotent-replayed': 'true' }, body: operationBody(result.operation) };
+      }
+      return { status: 202, headers, body: operationBody(result.operation) };
+    },
+
+    async submitBatch(items) {
+      const slots: ({ status: number; error: unknown } | { pending: number })[] = [];
+      const valid: NewOperation[] = [];
+      for (const item of items) {
+        if (!validateItem(item)) {
+          slots.push(problem(validationError(validateItem)));
+          continue;
+        }
+        try {
+          valid.push(toNewOperation(item as SubmittedOperation, registry));
+          slots.push({ pending: valid.length - 1 });
+        } catch (error) {
+          if (!(error instanceof OpsdError)) throw error;
+          slots.push(problem(error));
+        }
+      }
+      const accepted = valid.length > 0 ? await acceptOperations(db, valid, now()) : [];
+      await dispatchAccepted(accepted);
+      return {
+        results: slots.map((slot) => {
+          if (!('pending' in slot)) return slot;
+          const result = accepted[slot.pending] as AcceptResult;
+          if (result.outcome === 'conflict') return problem(conflict(result.operation));
+          return {
+            status: result.outcome === 'accepted' ? 202 : 200,
+            ...(result.outcome === 'replayed' ? { replayed: true } : {}),
+            operation: operationBody(result.operation),
+          };
+        }),
+      };
+    },
+  };
+}
+
+function errorReply(error: OpsdError): SubmissionReply {
+  return { status: error.status, headers: {}, body: errorBody(error) };
+}
+
+function conflict(holder: StoredOperation): OpsdError {
+  return new OpsdError(
+    'OPSD_ERR_DUPLICATE_CONFLICT',
+    `external_id "${holder.externalId}" is already used by an operation with a different type or payload`,
+    { operation_id: holder.id, type: holder.type },
+  );
+}
+
+function problem(error: OpsdError) {
+  return { status: error.status, ...errorBody(error) };
+}

@@ -1,0 +1,148 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Ajv } from 'ajv';
+import type { Logger } from 'pino';
+import sjson from 'secure-json-parse';
+import { errorBody, isStoreUnavailable, UNAVAILABLE_RETRY_AFTER_S, validationError } from '../api/httpErrors.js';
+import { batchSchema, newOperationSchema } from '../api/schemas.js';
+import { storeReadiness } from '../api/storeReadiness.js';
+import type { SubmittedOperation } from '../api/submission.js';
+import type { SubmissionReply, Submissions } from '../api/submissions.js';
+import { OpsdError } from '../domain/errors.js';
+import type { Db } from '../store/db.js';
+
+export interface IntakeServerOptions {
+  port: number;
+  host: string;
+  db: Db;
+  submissions: Submissions;
+  /** Compiles the body schemas; shared with whoever validates batch items. */
+  validator: Ajv;
+  logger: Logger;
+  /** Largest accepted body in bytes. */
+  bodyLimit: number;
+}
+
+export interface IntakeServer {
+  url: string;
+  /** Refuses new requests (503), lets those under way finish, then closes. */
+  close(): Promise<void>;
+}
+
+type Route = (body: unknown) => Promise<SubmissionReply>;
+
+/**
+ * The intake's HTTP server: submission and health, with the same contract and error codes as the
+ * api. Plain node:http rather than Fastify because the intake must stay small in memory and fast to
+ * start, and it serves four routes.
+ */
+export async function startIntakeServer(options: IntakeServerOptions): Promise<IntakeServer> {
+  const { submissions, logger } = options;
+  const validateOne = options.validator.compile<SubmittedOperation>(newOperationSchema);
+  const validateBatch = options.validator.compile<{ operations: unknown[] }>(batchSchema);
+  let closing = false;
+
+  const routes: Record<string, Route> = {
+    '/v1/operations': async (body) => {
+      if (!validateOne(body)) throw validationError(validateOne, 'body');
+      return submissions.submitOne(body);
+    },
+    '/v1/operations/batch': async (body) => {
+      if (!validateBatch(body)) throw validationError(validateBatch, 'body');
+      return { status: 200, headers: {}, body: await submissions.submitBatch(body.operations) };
+    },
+  };
+
+  async function handle(request: IncomingMessage): Promise<SubmissionReply> {
+    const path = (request.url ?? '/').split('?')[0] as string;
+    if (closing) {
+      return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', 'shutting down'), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S), connection: 'close' });
+    }
+    if (request.method === 'GET' && path === '/health/live') return { status: 200, headers: {}, body: { status: 'live' } };
+    if (request.method === 'GET' && path === '/health/ready') {
+      const readiness = await storeReadiness(options.db);
+      if (readiness.ready) return { status: 200, headers: {}, body: { status: 'ready' } };
+      return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', readiness.reason), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) });
+    }
+    const route = request.method === 'POST' ? routes[path] : undefined;
+    if (!route) throw new OpsdError('OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method ?? ''} ${path}`);
+    return route(await readJsonBody(request, options.bodyLimit));
+  }
+
+  const server = createServer((request, response) => {
+    handle(request).then(
+      (reply) => send(response, reply),
+      (error: unknown) => send(response, errorReply(error, logger)),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        closing = true;
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+/** The body as JSON, refused when it is not JSON, too large, or carries prototype-poisoning keys. */
+async function readJsonBody(request: IncomingMessage, limit: number): Promise<unknown> {
+  const contentType = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (contentType !== 'application/json') {
+    throw new OpsdError('OPSD_ERR_UNSUPPORTED_MEDIA_TYPE', `unsupported content type "${contentType ?? ''}"; send application/json`);
+  }
+  const tooLarge = () => new OpsdError('OPSD_ERR_PAYLOAD_TOO_LARGE', `the body is over the limit of ${limit} bytes`);
+  if (Number(request.headers['content-length'] ?? 0) > limit) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new OpsdError('OPSD_ERR_MALFORMED_JSON', 'the body is empty');
+  try {
+    return sjson.parse(text, null, { protoAction: 'error', constructorAction: 'error' });
+  } catch (error) {
+    throw new OpsdError('OPSD_ERR_MALFORMED_JSON', (error as Error).message);
+  }
+}
+
+function replyOf(error: OpsdError, headers: Record<string, string> = {}): SubmissionReply {
+  return { status: error.status, headers, body: errorBody(error) };
+}
+
+function errorReply(error: unknown, logger: Logger): SubmissionReply {
+  if (error instanceof OpsdError) {
+    // A refused body may be half read; the connection cannot be reused.
+    const headers: Record<string, string> = error.code === 'OPSD_ERR_PAYLOAD_TOO_LARGE' ? { connection: 'close' } : {};
+    return replyOf(error, headers);
+  }
+  if (isStoreUnavailable(error)) {
+    logger.warn({ err: error }, 'store unavailable');
+    return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later'), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) });
+  }
+  logger.error({ err: error }, 'request failed');
+  return replyOf(new OpsdError('OPSD_ERR_INTERNAL', 'internal error'));
+}
+
+function send(response: ServerResponse, reply: SubmissionReply): void {
+  const body = JSON.stringify(reply.body);
+  response.writeHead(reply.status, {
+    ...reply.headers,
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
+  response.end(body);
+}
