@@ -16,7 +16,7 @@ const settings: Settings = {
   baselineS: quick ? 1 : 5,
   drainCount: quick ? 1000 : Number(process.env.OPSD_BENCH_DRAIN ?? 20_000),
   orderedDrainCount: quick ? 500 : 2000,
-  idleMs: 1000,
+  settleMs: 15_000,
   databaseUrl: process.env.DATABASE_URL || undefined,
   redisUrl: process.env.REDIS_URL || undefined,
 };

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,8 +24,8 @@ export interface Settings {
   /** Operations seeded for a drain on distinct keys, and on 10 keys (bounded by per-key order). */
   drainCount: number;
   orderedDrainCount: number;
-  /** How long a role idles before its RSS is read. */
-  idleMs: number;
+  /** How long roles idle after start before their settled RSS is read. */
+  settleMs: number;
   databaseUrl: string | undefined;
   redisUrl: string | undefined;
 }
@@ -215,36 +215,69 @@ async function waitUntil(probe: () => Promise<boolean>, timeoutMs = 300_000): Pr
   }
 }
 
-/** Start-to-ready time and idle RSS of each role. */
+/**
+ * Start-to-ready time and RSS of each role. Processes start one after the other and stay up (idle
+ * ones use next to no CPU); each one's RSS is read 1 s after it is ready, and again once settled,
+ * `settleMs` after ready, when V8 has given back the heap it grew while loading (it does so after a
+ * few seconds without allocation).
+ */
 export async function roles(s: Settings): Promise<Sample[]> {
   const list: { role: string; mode: Mode; args: string[]; portFlag?: string }[] = [{ role: 'start', mode: 'embedded', args: opsdArgs('start') }];
+  const serverMode: Mode = s.redisUrl ? 'postgres+redis' : 'postgres';
   if (s.databaseUrl) {
-    const mode: Mode = s.redisUrl ? 'postgres+redis' : 'postgres';
     list.push(
-      { role: 'intake', mode, args: opsdArgs('intake') },
-      { role: 'api', mode, args: opsdArgs('api') },
-      { role: 'worker', mode, args: opsdArgs('worker'), portFlag: '--health-port' },
-      { role: 'start', mode, args: opsdArgs('start') },
+      { role: 'intake', mode: serverMode, args: opsdArgs('intake') },
+      { role: 'api', mode: serverMode, args: opsdArgs('api') },
+      { role: 'worker', mode: serverMode, args: opsdArgs('worker'), portFlag: '--health-port' },
+      { role: 'start', mode: serverMode, args: opsdArgs('start') },
     );
   }
-  const samples: Sample[] = [];
-  for (const { role, mode, args, portFlag } of list) {
-    const ready: number[] = [];
-    const rss: number[] = [];
-    const { env, cleanup } = await modeEnv(mode, s);
-    try {
-      for (let i = 0; i < s.runs; i += 1) {
-        const proc = await spawnListening(args, env, portFlag);
-        ready.push(proc.readyMs);
-        await new Promise((r) => setTimeout(r, s.idleMs));
-        rss.push(rssMb(proc.child.pid as number));
-        await proc.stop();
-      }
-    } finally {
-      await cleanup();
+  const cleanups: (() => Promise<void>)[] = [];
+  const server = s.databaseUrl ? await modeEnv(serverMode, s) : null;
+  if (server) cleanups.push(server.cleanup);
+  // Embedded processes each need a data folder of their own: copies of one created and migrated
+  // beforehand, so that what is measured is a start, not the first creation of a database.
+  let template: string | null = null;
+  const envFor = async (mode: Mode) => {
+    if (mode !== 'embedded') return (server as NonNullable<typeof server>).env;
+    const embedded = await modeEnv('embedded', s);
+    cleanups.push(embedded.cleanup);
+    if (template === null) {
+      const db = await openDb({ databaseUrl: undefined, dataDir: embedded.dataDir as string, poolMax: 1 });
+      await db.close();
+      template = embedded.dataDir as string;
+      return envFor(mode);
     }
-    samples.push({ scenario: `role ${role}`, mode, metric: 'ready', unit: 'ms', values: ready });
-    samples.push({ scenario: `role ${role}`, mode, metric: 'idle RSS', unit: 'MB', values: rss });
+    cpSync(template, embedded.dataDir as string, { recursive: true });
+    return embedded.env;
+  };
+  const samples: Sample[] = [];
+  const running: Proc[] = [];
+  const readings: Promise<number>[] = [];
+  const readRssAfter = (pid: number, ms: number) => new Promise<number>((resolve) => setTimeout(() => resolve(rssMb(pid)), ms));
+  try {
+    for (const { role, mode, args, portFlag } of list) {
+      const ready: number[] = [];
+      const afterStart: Promise<number>[] = [];
+      const settled: Promise<number>[] = [];
+      for (let i = 0; i < s.runs; i += 1) {
+        const proc = await spawnListening(args, await envFor(mode), portFlag);
+        running.push(proc);
+        ready.push(proc.readyMs);
+        afterStart.push(readRssAfter(proc.child.pid as number, 1000));
+        settled.push(readRssAfter(proc.child.pid as number, s.settleMs));
+      }
+      readings.push(...afterStart, ...settled);
+      samples.push({ scenario: `role ${role}`, mode, metric: 'ready', unit: 'ms', values: ready });
+      samples.push({ scenario: `role ${role}`, mode, metric: 'RSS 1 s after ready', unit: 'MB', values: await Promise.all(afterStart) });
+      const idle: Sample = { scenario: `role ${role}`, mode, metric: 'idle RSS', unit: 'MB', values: [] };
+      samples.push(idle);
+      void Promise.all(settled).then((values) => idle.values.push(...values));
+    }
+    await Promise.all(readings);
+  } finally {
+    await Promise.all(running.map((proc) => proc.stop()));
+    for (const cleanup of cleanups) await cleanup();
   }
   return samples;
 }
