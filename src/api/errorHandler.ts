@@ -37,13 +37,14 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (error instanceof SyntaxError && fastifyError.statusCode === 400) {
       return sendError(reply, 'OPSD_ERR_MALFORMED_JSON', error.message);
     }
+    // Before the store check: a client that hangs up mid-body raises ECONNRESET too, with a 400.
+    if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+      return sendError(reply, 'OPSD_ERR_VALIDATION', error.message);
+    }
     if (isStoreUnavailable(error)) {
       request.log.warn({ err: error }, 'store unavailable');
       reply.header('retry-after', String(UNAVAILABLE_RETRY_AFTER_S));
       return sendError(reply, 'OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later');
-    }
-    if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
-      return sendError(reply, 'OPSD_ERR_VALIDATION', error.message);
     }
     request.log.error({ err: error }, 'request failed');
     return sendError(reply, 'OPSD_ERR_INTERNAL', 'internal error');

@@ -105,10 +105,16 @@ async function readJsonBody(request: IncomingMessage, limit: number): Promise<un
   if (Number(request.headers['content-length'] ?? 0) > limit) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
+  try {
+    for await (const chunk of request as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw tooLarge();
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (error instanceof OpsdError) throw error;
+    // The client hung up mid-body: its error, not the store's.
+    throw new OpsdError('OPSD_ERR_MALFORMED_JSON', `the body was cut off: ${(error as Error).message}`);
   }
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') throw new OpsdError('OPSD_ERR_MALFORMED_JSON', 'the body is empty');
