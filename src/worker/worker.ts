@@ -199,7 +199,6 @@ export class Worker {
 
   async #claimLoop(): Promise<void> {
     while (!this.#stopping) {
-      let full = false;
       try {
         for (const batch of this.#claimBatches()) {
           const claimed = await claimOperations(this.#db, {
@@ -209,32 +208,23 @@ export class Worker {
             leaseMs: this.#leaseMs,
           });
           for (const operation of claimed) void this.#startAttempt(operation);
-          if (claimed.length === batch.limit) full = true;
         }
       } catch (error) {
         this.#log.error({ err: error }, 'claim failed; retrying');
       }
       if (this.#stopping) break;
-      // A full batch means more may be waiting: claim again at once while this batch runs and its
-      // finish is written on another connection, so claims and finishes overlap.
-      if (full && this.freeSlots() > 0) continue;
       await this.#wake.wait(this.#pollIntervalMs);
       // Let the finishes of this tick land first: one claim for many free slots, not one per slot.
       if (this.#running.size > 0) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
-  /**
-   * One claim for all types without a limit of their own, then one per limited type with free
-   * slots. A claim takes at most half the concurrency, so that one batch can be claimed while the
-   * one before it runs and finishes.
-   */
+  /** One claim for all types without a limit of their own, then one per limited type with free slots. */
   #claimBatches(): { limit: number; types: string[] }[] {
     const types = this.#registry.types();
     const unlimited = types.filter((t) => !this.#typeConcurrency.has(t));
-    const most = Math.max(1, Math.ceil(this.#concurrency / 2));
-    const batches = [{ limit: Math.min(most, this.freeSlots()), types: unlimited }];
-    for (const type of types.filter((t) => this.#typeConcurrency.has(t))) batches.push({ limit: Math.min(most, this.freeSlots(type)), types: [type] });
+    const batches = [{ limit: this.freeSlots(), types: unlimited }];
+    for (const type of types.filter((t) => this.#typeConcurrency.has(t))) batches.push({ limit: this.freeSlots(type), types: [type] });
     return batches.filter((b) => b.limit > 0 && b.types.length > 0);
   }
 
