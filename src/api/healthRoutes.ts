@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Db } from '../store/db.js';
 import { sendError } from './errorHandler.js';
 import { UNAVAILABLE_RETRY_AFTER_S } from './httpErrors.js';
-import { storeReadiness } from './storeReadiness.js';
+import { storeReadiness } from '../store/storeReadiness.js';
 
 /** Liveness says the process answers; readiness says the store answers too. */
 export function registerHealthRoutes(app: FastifyInstance, db: Db): void {

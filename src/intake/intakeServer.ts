@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import sjson from 'secure-json-parse';
 import { errorBody, isStoreUnavailable, UNAVAILABLE_RETRY_AFTER_S, validationError } from '../api/httpErrors.js';
 import { batchSchema, newOperationSchema } from '../api/schemas.js';
-import { storeReadiness } from '../api/storeReadiness.js';
+import { storeReadiness } from '../store/storeReadiness.js';
 import type { SubmittedOperation } from '../api/submission.js';
 import type { SubmissionReply, Submissions } from '../api/submissions.js';
 import { OpsdError } from '../domain/errors.js';

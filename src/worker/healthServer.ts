@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { storeReadiness } from '../store/storeReadiness.js';
 import type { Db } from '../store/db.js';
 import type { Worker } from './worker.js';
 
@@ -52,9 +53,8 @@ export async function startHealthServer(options: {
     if (path === '/health/live') return send(200, { status: 'live' });
     if (path === '/health/ready') {
       if (options.isDraining()) return send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: 'worker is draining' } });
-      options.db.query('SELECT 1').then(
-        () => send(200, { status: 'ready' }),
-        (error: Error) => send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: `store not ready: ${error.message}` } }),
+      void storeReadiness(options.db).then((readiness) =>
+        readiness.ready ? send(200, { status: 'ready' }) : send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: readiness.reason } }),
       );
       return;
     }

@@ -56,6 +56,8 @@ interface RunningAttempt {
   operation: StoredOperation;
   controller: AbortController;
   done: Promise<void>;
+  /** The handler returned and its outcome is being recorded; the fenced finish decides from here. */
+  recording: boolean;
 }
 
 /**
@@ -235,12 +237,14 @@ export class Worker {
     const controller = new AbortController();
     const log = this.#log.child({ operation_id: operation.id, type: operation.type, attempt: operation.attempts });
     log.debug('attempt started');
+    const attempt: Omit<RunningAttempt, 'done'> = { operation, controller, recording: false };
     const done = (async () => {
       if (!registered) {
         // Claims are filtered by registered types, so this is a registry changed under a running worker.
         throw new Error(`no handler for ${operation.type}`);
       }
       const outcome = await runAttempt(operation, registered, controller, { now: this.#now, random: this.#random, log });
+      attempt.recording = true;
       if (outcome) await this.#recordOutcome(operation, outcome, log);
     })()
       .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
@@ -248,7 +252,7 @@ export class Worker {
         this.#running.delete(operation.id);
         this.#wake.notify();
       });
-    this.#running.set(operation.id, { operation, controller, done });
+    this.#running.set(operation.id, Object.assign(attempt, { done }));
     return done;
   }
 
@@ -330,7 +334,9 @@ export class Worker {
       const lost = await extendLeases(this.#db, held, new Date(this.#now().getTime() + this.#leaseMs));
       for (const id of lost) {
         const attempt = this.#running.get(id);
-        if (!attempt || attempt.controller.signal.aborted) continue;
+        // An attempt whose finish committed while the renewal ran looks lost to it; only a handler
+        // still running can lose its lease (a finish that lost it says so itself, fenced).
+        if (!attempt || attempt.recording || attempt.controller.signal.aborted) continue;
         this.#stats.leaseLost += 1;
         this.#log.warn({ operation_id: id }, 'lease lost; aborting the attempt');
         attempt.controller.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
