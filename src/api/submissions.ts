@@ -38,7 +38,9 @@ export function createSubmissions(deps: {
   validateItem: ValidateFunction;
 }): Submissions {
   const { db, registry, now, validateItem } = deps;
-  const acceptOne = createMicroBatcher((items: NewOperation[]) => acceptOperations(db, items, now()), { maxBatch: 1000 });
+  // At most two INSERTs under way: submissions that arrive meanwhile join the next one (measured
+  // against one per tick: 5,573 vs 5,275 req/s, p99 at 2,000 req/s 24 vs 38 ms).
+  const acceptOne = createMicroBatcher((items: NewOperation[]) => acceptOperations(db, items, now()), { maxBatch: 1000, maxInFlight: 2 });
   const dispatchOne = createMicroBatcher(
     async (operations: StoredOperation[]) => {
       await deps.dispatcher.dispatch(operations);

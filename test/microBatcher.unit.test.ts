@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createMicroBatcher } from '../src/lib/microBatcher.js';
+
+/** A `run` whose calls the test finishes by hand, recording the batches it was given. */
+function controlledRun() {
+  const batches: number[][] = [];
+  const pending: (() => void)[] = [];
+  const run = (items: number[]) => {
+    batches.push(items);
+    return new Promise<number[]>((resolve) => pending.push(() => resolve(items.map((n) => n * 10))));
+  };
+  const finishNext = () => pending.shift()?.();
+  return { run, batches, finishNext };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A few turns of the event loop until `done`; fails if it never is. */
+async function turnsUntil(what: string, done: () => boolean): Promise<void> {
+  for (let i = 0; i < 10 && !done(); i += 1) await tick();
+  assert.ok(done(), what);
+}
+
+describe('micro-batcher', () => {
+  it('coalesces calls of one tick into one batch and answers each caller in order', async () => {
+    const { run, batches, finishNext } = controlledRun();
+    const submit = createMicroBatcher(run, { maxBatch: 10 });
+    const answers = Promise.all([1, 2, 3].map(submit));
+    await tick();
+    finishNext();
+    assert.deepEqual(await answers, [10, 20, 30]);
+    assert.deepEqual(batches, [[1, 2, 3]]);
+  });
+
+  it('splits at maxBatch', async () => {
+    const { run, batches, finishNext } = controlledRun();
+    const submit = createMicroBatcher(run, { maxBatch: 2 });
+    const answers = Promise.all([1, 2, 3].map(submit));
+    await tick();
+    finishNext();
+    finishNext();
+    assert.deepEqual(await answers, [10, 20, 30]);
+    assert.deepEqual(batches, [[1, 2], [3]]);
+  });
+
+  it('with maxInFlight, what arrives during a call waits and goes as one batch after it', async () => {
+    const { run, batches, finishNext } = controlledRun();
+    const submit = createMicroBatcher(run, { maxBatch: 10, maxInFlight: 1 });
+    const first = submit(1);
+    await tick();
+    const later = [submit(2), submit(3)];
+    await tick();
+    const evenLater = submit(4);
+    await tick();
+    assert.deepEqual(batches, [[1]], 'nothing else starts while one call is under way');
+    finishNext();
+    assert.equal(await first, 10);
+    await turnsUntil('the next batch starts', () => batches.length === 2);
+    assert.deepEqual(batches, [[1], [2, 3, 4]]);
+    finishNext();
+    assert.deepEqual(await Promise.all([...later, evenLater]), [20, 30, 40]);
+  });
+
+  it('a failing call rejects its callers and does not hold back the next batch', async () => {
+    let calls = 0;
+    const submit = createMicroBatcher(
+      async (items: number[]) => {
+        calls += 1;
+        if (calls === 1) throw new Error('store down');
+        return items;
+      },
+      { maxBatch: 10, maxInFlight: 1 },
+    );
+    await assert.rejects(Promise.all([submit(1), submit(2)]), /store down/);
+    assert.deepEqual(await Promise.all([submit(3), submit(4)]), [3, 4]);
+  });
+
+  it('a run that throws synchronously rejects its callers too', async () => {
+    const submit = createMicroBatcher((): Promise<number[]> => {
+      throw new Error('bad input');
+    }, { maxBatch: 10, maxInFlight: 1 });
+    await assert.rejects(submit(1), /bad input/);
+    await assert.rejects(submit(2), /bad input/, 'the batcher is not wedged');
+  });
+});
