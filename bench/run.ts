@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { accept, bareHttp, bareInsert, drain, roles, type Mode, type Settings } from './scenarios.js';
+import { accept, bareHttp, bareInsert, drain, endToEnd, roles, type Mode, type Settings } from './scenarios.js';
 import { median, type Sample } from './support.js';
 
 const quick = process.argv.includes('--quick');
@@ -13,10 +13,11 @@ const settings: Settings = {
   acceptS: quick ? 1 : 10,
   fixedRateS: quick ? 1 : 5,
   batchS: quick ? 1 : 3,
+  endToEndS: quick ? 1 : 3,
   baselineS: quick ? 1 : 5,
   drainCount: quick ? 1000 : Number(process.env.OPSD_BENCH_DRAIN ?? 20_000),
   orderedDrainCount: quick ? 500 : 2000,
-  settleMs: 15_000,
+  settleMs: quick ? 12_000 : 15_000,
   databaseUrl: process.env.DATABASE_URL || undefined,
   redisUrl: process.env.REDIS_URL || undefined,
 };
@@ -41,6 +42,7 @@ await step('bare-http', () => bareHttp(settings));
 await step('bare-insert embedded', () => bareInsert('embedded', settings));
 if (settings.databaseUrl) await step('bare-insert postgres', () => bareInsert('postgres', settings));
 for (const mode of modes) await step(`accept ${mode}`, () => accept(mode, settings));
+for (const mode of modes) await step(`end-to-end ${mode}`, () => endToEnd(mode, settings));
 await step('drain embedded', () => drain('embedded', 1, 'distinct', settings));
 if (!quick) await step('drain embedded 10 keys', () => drain('embedded', 1, 10, settings));
 for (const mode of modes.filter((m) => m !== 'embedded')) {

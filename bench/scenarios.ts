@@ -9,7 +9,7 @@ import type { Db } from '../src/store/db.js';
 import { findClaimableHeads } from '../src/store/findClaimableHeads.js';
 import { openDb } from '../src/store/openDb.js';
 import { createPgliteDb } from '../src/store/pgliteDb.js';
-import { freshDatabase, load, opsdArgs, payload300, rssMb, spawnListening, type Proc, type Sample } from './support.js';
+import { freshDatabase, load, opsdArgs, payload300, percentile, rssMb, spawnListening, type Proc, type Sample } from './support.js';
 
 export type Mode = 'embedded' | 'postgres' | 'postgres+redis';
 
@@ -24,16 +24,36 @@ export interface Settings {
   /** Operations seeded for a drain on distinct keys, and on 10 keys (bounded by per-key order). */
   drainCount: number;
   orderedDrainCount: number;
+  /** Length of each steady 500 ops/s load of the end-to-end scenario, in seconds. */
+  endToEndS: number;
   /** How long roles idle after start before their settled RSS is read. */
   settleMs: number;
   databaseUrl: string | undefined;
   redisUrl: string | undefined;
 }
 
-/** One isolated store (and Redis prefix) for one server start. */
+let embeddedTemplate: Promise<string> | null = null;
+
+/**
+ * An embedded data folder created and migrated once per benchmark run; every embedded store starts
+ * as a copy of it, so that runs measure opsd rather than the creation of a database.
+ */
+function migratedEmbeddedFolder(): Promise<string> {
+  embeddedTemplate ??= (async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'opsd-bench-template-'));
+    process.once('exit', () => rmSync(dataDir, { recursive: true, force: true }));
+    const db = await openDb({ databaseUrl: undefined, dataDir, poolMax: 1 });
+    await db.close();
+    return dataDir;
+  })();
+  return embeddedTemplate;
+}
+
+/** One isolated, migrated store (and Redis prefix) for one server start. */
 export async function modeEnv(mode: Mode, s: Settings): Promise<{ env: Record<string, string>; cleanup(): Promise<void>; dataDir?: string; url?: string }> {
   if (mode === 'embedded') {
     const dataDir = mkdtempSync(join(tmpdir(), 'opsd-bench-'));
+    cpSync(await migratedEmbeddedFolder(), dataDir, { recursive: true });
     return { env: { DATABASE_URL: '', REDIS_URL: '', OPSD_DATA_DIR: dataDir }, dataDir, cleanup: async () => rmSync(dataDir, { recursive: true, force: true }) };
   }
   const database = await freshDatabase(s.databaseUrl as string);
@@ -96,7 +116,7 @@ export async function accept(mode: Mode, s: Settings): Promise<Sample[]> {
   const server = await spawnListening(acceptServerArgs(mode), env);
   try {
     const sat = { rps: [] as number[], p50: [] as number[], p99: [] as number[], errors: [] as number[] };
-    const fixed = { p50: [] as number[], p90: [] as number[], p975: [] as number[], p99: [] as number[], errors: [] as number[] };
+    const fixed = { p50: [] as number[], p90: [] as number[], p95: [] as number[], p99: [] as number[], errors: [] as number[] };
     const batch: number[] = [];
     for (let i = 0; i < s.runs; i += 1) {
       const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.acceptS });
@@ -106,11 +126,12 @@ export async function accept(mode: Mode, s: Settings): Promise<Sample[]> {
       sat.errors.push(r.errors + r.non2xx);
     }
     for (let i = 0; i < s.runs; i += 1) {
-      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.fixedRateS, overallRate: 2000 });
-      fixed.p50.push(r.latency.p50);
-      fixed.p90.push(r.latency.p90);
-      fixed.p975.push(r.latency.p97_5);
-      fixed.p99.push(r.latency.p99);
+      const latencies: number[] = [];
+      const r = await load({ url: server.url, path: '/v1/operations', connections: 64, durationS: s.fixedRateS, overallRate: 2000, latencies });
+      fixed.p50.push(percentile(latencies, 50));
+      fixed.p90.push(percentile(latencies, 90));
+      fixed.p95.push(percentile(latencies, 95));
+      fixed.p99.push(percentile(latencies, 99));
       fixed.errors.push(r.errors + r.non2xx + r.timeouts);
     }
     for (let i = 0; i < s.runs; i += 1) {
@@ -124,7 +145,7 @@ export async function accept(mode: Mode, s: Settings): Promise<Sample[]> {
       { scenario: 'accept', mode, metric: 'errors', unit: 'count', values: sat.errors },
       { scenario: 'accept@2000/s', mode, metric: 'p50', unit: 'ms', values: fixed.p50 },
       { scenario: 'accept@2000/s', mode, metric: 'p90', unit: 'ms', values: fixed.p90 },
-      { scenario: 'accept@2000/s', mode, metric: 'p97.5', unit: 'ms', values: fixed.p975 },
+      { scenario: 'accept@2000/s', mode, metric: 'p95', unit: 'ms', values: fixed.p95 },
       { scenario: 'accept@2000/s', mode, metric: 'p99', unit: 'ms', values: fixed.p99 },
       { scenario: 'accept@2000/s', mode, metric: 'errors', unit: 'count', values: fixed.errors },
       { scenario: 'batch-accept', mode, metric: 'ops/s', unit: 'ops/s', values: batch },
@@ -154,6 +175,68 @@ async function drainRate(db: Db): Promise<number> {
   return (rows[0]?.n ?? 0) / Math.max(0.001, rows[0]?.seconds ?? 0);
 }
 
+/**
+ * accept → COMPLETED at a steady 500 operations/s, from the event log (`received` to `completed`
+ * of each operation). One deployment per mode (`start`; `api` + `worker` with Redis) and `runs`
+ * loads on it, each with its own external-id prefix.
+ */
+export async function endToEnd(mode: Mode, s: Settings): Promise<Sample[]> {
+  const { env, cleanup, dataDir, url } = await modeEnv(mode, s);
+  const procs: Proc[] = [];
+  const prefixes: string[] = [];
+  const errors: number[] = [];
+  try {
+    if (mode === 'postgres+redis') {
+      procs.push(await spawnListening(opsdArgs('api'), env));
+      procs.push(await spawnListening(opsdArgs('worker', '--concurrency', '100'), env, '--health-port'));
+    } else {
+      procs.push(await spawnListening(opsdArgs('start', '--concurrency', '100'), env));
+    }
+    const apiUrl = (procs[0] as Proc).url;
+    for (let run = 0; run < s.runs; run += 1) {
+      const prefix = `e2e${run}-${Date.now().toString(36)}`;
+      prefixes.push(prefix);
+      const r = await load({ url: apiUrl, path: '/v1/operations', connections: 16, durationS: s.endToEndS, overallRate: 500, idPrefix: prefix });
+      errors.push(r.errors + r.non2xx + r.timeouts);
+      await waitUntil(async () => (await countInState(apiUrl, 'PENDING')) === 0 && (await countInState(apiUrl, 'PROCESSING')) === 0);
+    }
+    await Promise.all(procs.map((p) => p.stop()));
+    procs.length = 0;
+    const db = mode === 'embedded' ? await createPgliteDb(dataDir) : await openDb({ databaseUrl: url, dataDir: '', poolMax: 2, migrate: false });
+    const p50: number[] = [];
+    const p99: number[] = [];
+    try {
+      for (const prefix of prefixes) {
+        const { rows } = await db.query<{ p50: number; p99: number }>(
+          `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+           FROM (SELECT extract(epoch FROM c.occurred_at - r.occurred_at) * 1000 AS ms
+                 FROM operation_events r JOIN operation_events c ON c.operation_id = r.operation_id AND c.type = 'completed'
+                 WHERE r.type = 'received' AND r.external_id LIKE $1) AS latencies`,
+          [`${prefix}-%`],
+        );
+        p50.push(Number(rows[0]?.p50));
+        p99.push(Number(rows[0]?.p99));
+      }
+    } finally {
+      await db.close();
+    }
+    return [
+      { scenario: 'end-to-end@500/s', mode, metric: 'p50', unit: 'ms', values: p50 },
+      { scenario: 'end-to-end@500/s', mode, metric: 'p99', unit: 'ms', values: p99 },
+      { scenario: 'end-to-end@500/s', mode, metric: 'errors', unit: 'count', values: errors },
+    ];
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()));
+    await cleanup();
+  }
+}
+
+/** Operations in `state`, as the API lists them (1 or 0 is enough to know). */
+async function countInState(apiUrl: string, state: string): Promise<number> {
+  const response = await fetch(`${apiUrl}/v1/operations?state=${state}&limit=1`);
+  return ((await response.json()) as { operations: unknown[] }).operations.length;
+}
+
 /** N PENDING operations seeded first, then workers started: operations/s from first start to last completion. */
 export async function drain(mode: Mode, workers: number, keys: number | 'distinct', s: Settings): Promise<Sample> {
   const values: number[] = [];
@@ -164,7 +247,6 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
     try {
       if (mode === 'embedded') {
         const db = await createPgliteDb(dataDir);
-        await openDbMigrate(db);
         await seed(db, count, keys);
         await db.close();
         const server = await spawnListening(opsdArgs('start', '--concurrency', '100'), env);
@@ -202,11 +284,6 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
   return { scenario: `drain ${workers}w ${what}`, mode, metric: 'ops/s', unit: 'ops/s', values };
 }
 
-async function openDbMigrate(db: Db): Promise<void> {
-  const { migrate } = await import('../src/store/migrate.js');
-  await migrate(db);
-}
-
 async function waitUntil(probe: () => Promise<boolean>, timeoutMs = 300_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await probe())) {
@@ -235,20 +312,11 @@ export async function roles(s: Settings): Promise<Sample[]> {
   const cleanups: (() => Promise<void>)[] = [];
   const server = s.databaseUrl ? await modeEnv(serverMode, s) : null;
   if (server) cleanups.push(server.cleanup);
-  // Embedded processes each need a data folder of their own: copies of one created and migrated
-  // beforehand, so that what is measured is a start, not the first creation of a database.
-  let template: string | null = null;
+  // Embedded processes each need a data folder of their own.
   const envFor = async (mode: Mode) => {
     if (mode !== 'embedded') return (server as NonNullable<typeof server>).env;
     const embedded = await modeEnv('embedded', s);
     cleanups.push(embedded.cleanup);
-    if (template === null) {
-      const db = await openDb({ databaseUrl: undefined, dataDir: embedded.dataDir as string, poolMax: 1 });
-      await db.close();
-      template = embedded.dataDir as string;
-      return envFor(mode);
-    }
-    cpSync(template, embedded.dataDir as string, { recursive: true });
     return embedded.env;
   };
   const samples: Sample[] = [];

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -98,11 +99,15 @@ export async function load(options: {
   batch?: number;
   overallRate?: number;
   fixedBody?: string;
+  /** Prefix of the external ids sent (default: random), to find this load's operations later. */
+  idPrefix?: string;
+  /** Filled with the latency of every response, in ms, for percentiles autocannon does not report. */
+  latencies?: number[];
 }): Promise<autocannon.Result> {
-  const prefix = randomBytes(4).toString('hex');
+  const prefix = options.idPrefix ?? randomBytes(4).toString('hex');
   let n = 0;
   const operation = () => ({ type: 'demo.echo', external_id: `${prefix}-${(n += 1)}`, payload: payload300() });
-  return autocannon({
+  const instance = autocannon({
     url: options.url,
     connections: options.connections,
     duration: options.durationS,
@@ -123,6 +128,17 @@ export async function load(options: {
       },
     ],
   });
+  const { latencies } = options;
+  // autocannon returns its tracker, an EventEmitter that is also thenable; the types only say Promise.
+  if (latencies) (instance as unknown as EventEmitter).on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => latencies.push(ms));
+  return instance;
+}
+
+/** The nearest-rank percentile `p` (0-100) of `values`. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
 }
 
 /** A fresh database on the server for one run; dropped after. */
