@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { request as rawRequest } from 'node:http';
-import { after, before, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import { buildApp } from '../src/api/app.js';
 import { createBodyValidator } from '../src/api/bodyValidator.js';
 import { newOperationSchema } from '../src/api/schemas.js';
 import { createSubmissions } from '../src/api/submissions.js';
 import { createInProcessDispatcher } from '../src/dispatch/dispatcher.js';
 import { startIntakeServer, type IntakeServer } from '../src/intake/intakeServer.js';
+import { createPgDb } from '../src/store/pgDb.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { describeEachBackend } from './support/backends.js';
 import { testLogger, uniqueId } from './support/helpers.js';
@@ -131,5 +133,37 @@ describeEachBackend('intake server (node:http)', (db) => {
     assertError(await send('GET', '/v1/operations/00000000-0000-4000-8000-000000000000'), 404, 'OPSD_ERR_ROUTE_NOT_FOUND');
     assertError(await send('GET', '/v1/operations'), 404, 'OPSD_ERR_ROUTE_NOT_FOUND');
     assertError(await send('POST', '/v1/operations/00000000-0000-4000-8000-000000000000/cancel', {}), 404, 'OPSD_ERR_ROUTE_NOT_FOUND');
+  });
+});
+
+describe('api and intake when the store is unreachable', () => {
+  it('answer 503 with Retry-After and OPSD_ERR_UNAVAILABLE, and are not ready', async () => {
+    // A real driver against a port nothing listens on: every query fails to connect.
+    const db = createPgDb({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1 });
+    const registry = await loadHandlers(undefined);
+    const validator = createBodyValidator();
+    const dispatcher = createInProcessDispatcher(null);
+    const submissions = createSubmissions({ db, registry, dispatcher, logger: testLogger(), now: () => new Date(), validateItem: validator.compile(newOperationSchema) });
+    const intake = await startIntakeServer({ port: 0, host: '127.0.0.1', db, submissions, validator, logger: testLogger(), bodyLimit: 1024 * 1024 });
+    const app = buildApp({ db, registry, dispatcher, logger: testLogger() });
+    try {
+      const body = { type: 'demo.echo', external_id: uniqueId('down'), payload: {} };
+      const viaIntake = await fetch(`${intake.url}/v1/operations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const viaApi = await app.inject({ method: 'POST', url: '/v1/operations', payload: body });
+      for (const [status, retryAfter, reply] of [
+        [viaIntake.status, viaIntake.headers.get('retry-after'), (await viaIntake.json()) as { error: { code: string } }],
+        [viaApi.statusCode, viaApi.headers['retry-after'], viaApi.json<{ error: { code: string } }>()],
+      ] as const) {
+        assert.equal(status, 503);
+        assert.equal(retryAfter, '5');
+        assert.equal(reply.error.code, 'OPSD_ERR_UNAVAILABLE');
+      }
+      assert.equal((await fetch(`${intake.url}/health/ready`)).status, 503);
+      assert.equal((await app.inject({ method: 'GET', url: '/health/ready' })).statusCode, 503);
+    } finally {
+      await app.close();
+      await intake.close();
+      await db.close();
+    }
   });
 });

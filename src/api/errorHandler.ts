@@ -1,8 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { ERROR_CATALOG, OpsdError, type ErrorCode } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
-import { isStoreUnavailable, UNAVAILABLE_RETRY_AFTER_S } from './httpErrors.js';
-
+import { unexpectedError } from './httpErrors.js';
 
 /** Framework error codes and what they mean in the opsd catalog. */
 const FRAMEWORK_CODES: Record<string, ErrorCode> = {
@@ -41,13 +40,9 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
       return sendError(reply, 'OPSD_ERR_VALIDATION', error.message);
     }
-    if (isStoreUnavailable(error)) {
-      request.log.warn({ err: error }, 'store unavailable');
-      reply.header('retry-after', String(UNAVAILABLE_RETRY_AFTER_S));
-      return sendError(reply, 'OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later');
-    }
-    request.log.error({ err: error }, 'request failed');
-    return sendError(reply, 'OPSD_ERR_INTERNAL', 'internal error');
+    const unexpected = unexpectedError(error, request.log);
+    reply.headers(unexpected.headers);
+    return sendError(reply, unexpected.error.code, unexpected.error.message);
   });
 
   app.setNotFoundHandler((request, reply) =>

@@ -1,4 +1,5 @@
 import type { ValidateFunction } from 'ajv';
+import type { BaseLogger } from 'pino';
 import { OpsdError } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
 
@@ -21,4 +22,20 @@ export function isStoreUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return /connect|terminat|timeout/i.test((error as Error).message ?? '');
   return code.startsWith('08') || code === '57P01' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET';
+}
+
+/**
+ * What a client is told about an error opsd did not raise on purpose: 503 with Retry-After when
+ * the store is unreachable (logged as a warning), 500 otherwise (logged as an error).
+ */
+export function unexpectedError(error: unknown, log: Pick<BaseLogger, 'warn' | 'error'>): { error: OpsdError; headers: Record<string, string> } {
+  if (isStoreUnavailable(error)) {
+    log.warn({ err: error }, 'store unavailable');
+    return {
+      error: new OpsdError('OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later'),
+      headers: { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) },
+    };
+  }
+  log.error({ err: error }, 'request failed');
+  return { error: new OpsdError('OPSD_ERR_INTERNAL', 'internal error'), headers: {} };
 }

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Ajv } from 'ajv';
 import type { Logger } from 'pino';
 import sjson from 'secure-json-parse';
-import { errorBody, isStoreUnavailable, UNAVAILABLE_RETRY_AFTER_S, validationError } from '../api/httpErrors.js';
+import { errorBody, unexpectedError, UNAVAILABLE_RETRY_AFTER_S, validationError } from '../api/httpErrors.js';
 import { batchSchema, newOperationSchema } from '../api/schemas.js';
 import { storeReadiness } from '../store/storeReadiness.js';
 import type { SubmittedOperation } from '../api/submission.js';
@@ -135,12 +135,8 @@ function errorReply(error: unknown, logger: Logger): SubmissionReply {
     const headers: Record<string, string> = error.code === 'OPSD_ERR_PAYLOAD_TOO_LARGE' ? { connection: 'close' } : {};
     return replyOf(error, headers);
   }
-  if (isStoreUnavailable(error)) {
-    logger.warn({ err: error }, 'store unavailable');
-    return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later'), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) });
-  }
-  logger.error({ err: error }, 'request failed');
-  return replyOf(new OpsdError('OPSD_ERR_INTERNAL', 'internal error'));
+  const unexpected = unexpectedError(error, logger);
+  return replyOf(unexpected.error, unexpected.headers);
 }
 
 function send(response: ServerResponse, reply: SubmissionReply): void {
