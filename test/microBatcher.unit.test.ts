@@ -83,4 +83,51 @@ describe('micro-batcher', () => {
     await assert.rejects(submit(1), /bad input/);
     await assert.rejects(submit(2), /bad input/, 'the batcher is not wedged');
   });
+
+  it('with isolate, a batch the store refuses is tried item by item so a bad item fails alone', async () => {
+    const batches: number[][] = [];
+    const submit = createMicroBatcher(
+      async (items: number[]) => {
+        batches.push(items);
+        if (items.includes(13)) throw Object.assign(new Error('unstorable'), { code: '22P05' });
+        return items.map((n) => n * 10);
+      },
+      { maxBatch: 10, isolate: (error) => (error as { code?: string }).code === '22P05' },
+    );
+    const results = await Promise.allSettled([submit(1), submit(13), submit(2)]);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.deepEqual(results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])), [10, 20]);
+    assert.deepEqual(batches, [[1, 13, 2], [1], [13], [2]]);
+  });
+
+  it('without isolate for that error, every caller of the batch gets it (a store that is down is not retried item by item)', async () => {
+    let calls = 0;
+    const submit = createMicroBatcher(
+      async (): Promise<number[]> => {
+        calls += 1;
+        throw Object.assign(new Error('down'), { code: 'ECONNREFUSED' });
+      },
+      { maxBatch: 10, isolate: (error) => (error as { code?: string }).code !== 'ECONNREFUSED' },
+    );
+    const results = await Promise.allSettled([submit(1), submit(2), submit(3)]);
+    assert.ok(results.every((r) => r.status === 'rejected'));
+    assert.equal(calls, 1);
+  });
+
+  it('refuses at once past maxQueued instead of queueing without bound', async () => {
+    const { run, batches, finishNext } = controlledRun();
+    const submit = createMicroBatcher(run, { maxBatch: 2, maxInFlight: 1, maxQueued: 3, overloaded: (n) => new Error(`full at ${n}`) });
+    const first = submit(1);
+    await turnsUntil('the first batch starts', () => batches.length === 1);
+    const queued = [submit(2), submit(3), submit(4)];
+    await assert.rejects(submit(5), /full at 3/);
+    finishNext();
+    assert.equal(await first, 10);
+    await turnsUntil('the second batch starts', () => batches.length === 2);
+    finishNext();
+    await turnsUntil('the third batch starts', () => batches.length === 3);
+    finishNext();
+    assert.deepEqual(await Promise.all(queued), [20, 30, 40]);
+    assert.deepEqual(batches, [[1], [2, 3], [4]]);
+  });
 });

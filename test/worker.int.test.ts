@@ -190,7 +190,11 @@ describeEachBackend('worker', (db) => {
 
   it('on stop, lets short attempts finish and releases the ones past the grace period', async () => {
     const quick = defineOperation({ type: 'test.quick', handle: async () => new Promise((r) => setTimeout(() => r('done'), 100)) });
-    const stuck = defineOperation({ type: 'test.stuck', timeoutMs: 600_000, handle: () => new Promise(() => {}) });
+    const stuck = defineOperation({
+      type: 'test.stuck',
+      timeoutMs: 600_000,
+      handle: ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+    });
     const harness = startWorker(db(), [quick as never, stuck as never]);
     let quickOp, stuckOp;
     try {

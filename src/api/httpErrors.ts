@@ -2,6 +2,9 @@ import type { ValidateFunction } from 'ajv';
 import type { BaseLogger } from 'pino';
 import { OpsdError } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
+import { isStoreUnavailable } from '../store/storeErrors.js';
+
+export { isStoreUnavailable };
 
 /** Seconds a client should wait before retrying when the store is unreachable. */
 export const UNAVAILABLE_RETRY_AFTER_S = 5;
@@ -15,13 +18,6 @@ export function errorBody(error: OpsdError): { error: { code: string; message: s
 export function validationError(validate: ValidateFunction, prefix = ''): OpsdError {
   const details = (validate.errors ?? []).map((e) => ({ path: `${prefix}${e.instancePath}` || '/', message: e.message ?? 'invalid' }));
   return new OpsdError('OPSD_ERR_VALIDATION', details.map((d) => `${d.path} ${d.message}`).join('; '), details);
-}
-
-/** Connection-level failures (server down, restarting, pool exhausted) as opposed to bad SQL. */
-export function isStoreUnavailable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return /connect|terminat|timeout/i.test((error as Error).message ?? '');
-  return code.startsWith('08') || code === '57P01' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET';
 }
 
 /**

@@ -7,18 +7,53 @@ export interface MicroBatcherOptions {
    * added when it keeps up. Default: no limit (one call per tick).
    */
   maxInFlight?: number;
+  /**
+   * Most items waiting for a call. Past it, a new item is refused at once with
+   * `overloaded(queued)` instead of waiting without bound. Default: no limit.
+   */
+  maxQueued?: number;
+  /** The error a refused item gets. Default: a plain Error. */
+  overloaded?: (queued: number) => Error;
+  /**
+   * Whether a batch that failed with `error` should be run again one item at a time, so that one
+   * item the store refuses fails alone instead of failing every item it shared the batch with.
+   * Default: never (every caller of the batch gets the error).
+   */
+  isolate?: (error: unknown) => boolean;
+}
+
+interface Entry<I, O> {
+  item: I;
+  resolve: (value: O) => void;
+  reject: (error: unknown) => void;
 }
 
 /**
  * Coalesces calls made in the same tick into one call of `run` with all their items, so that
  * many concurrent single writes become one multi-row statement. `run` returns one result per item,
- * in order. If `run` throws, every caller of that batch gets the error.
+ * in order. If `run` throws, every caller of that batch gets the error, unless `isolate` says to
+ * try each item alone.
  */
 export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, options: MicroBatcherOptions): (item: I) => Promise<O> {
   const maxInFlight = options.maxInFlight ?? Number.POSITIVE_INFINITY;
-  let queue: { item: I; resolve: (value: O) => void; reject: (error: unknown) => void }[] = [];
+  const maxQueued = options.maxQueued ?? Number.POSITIVE_INFINITY;
+  let queue: Entry<I, O>[] = [];
   let scheduled = false;
   let inFlight = 0;
+
+  async function runBatch(batch: Entry<I, O>[]): Promise<void> {
+    try {
+      const results = await run(batch.map((entry) => entry.item));
+      batch.forEach((entry, i) => entry.resolve(results[i] as O));
+    } catch (error) {
+      if (batch.length > 1 && options.isolate?.(error)) {
+        // Sequential: the store just refused this batch; N parallel retries would only contend.
+        for (const entry of batch) await runBatch([entry]);
+        return;
+      }
+      batch.forEach((entry) => entry.reject(error));
+    }
+  }
 
   function flush(): void {
     scheduled = false;
@@ -27,11 +62,7 @@ export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, opti
       queue = queue.slice(options.maxBatch);
       inFlight += 1;
       Promise.resolve()
-        .then(() => run(batch.map((entry) => entry.item)))
-        .then(
-          (results) => batch.forEach((entry, i) => entry.resolve(results[i] as O)),
-          (error: unknown) => batch.forEach((entry) => entry.reject(error)),
-        )
+        .then(() => runBatch(batch))
         .finally(() => {
           inFlight -= 1;
           schedule();
@@ -47,6 +78,10 @@ export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, opti
 
   return (item) =>
     new Promise<O>((resolve, reject) => {
+      if (queue.length >= maxQueued) {
+        reject(options.overloaded?.(queue.length) ?? new Error(`too many items queued (${queue.length})`));
+        return;
+      }
       queue.push({ item, resolve, reject });
       schedule();
     });

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { Db, Queryable, QueryResult } from './db.js';
+import { isStoreUnavailable } from './storeErrors.js';
 
 /** Options for a PostgreSQL server connection. */
 export interface PgDbOptions {
@@ -36,13 +37,20 @@ export function createPgDb(options: PgDbOptions): Db {
 
   async function withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await pool.connect();
+    // The pool listens for errors only on idle clients; a checked-out client whose server goes away
+    // would otherwise raise an unhandled 'error' and end the process. The query in flight fails too.
     let broken = false;
+    const onError = () => {
+      broken = true;
+    };
+    client.on('error', onError);
     try {
       return await fn(client);
     } catch (error) {
-      broken = isConnectionError(error);
+      broken ||= isStoreUnavailable(error);
       throw error;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
@@ -68,7 +76,3 @@ export function createPgDb(options: PgDbOptions): Db {
   };
 }
 
-function isConnectionError(error: unknown): boolean {
-  const code = (error as { code?: string } | null)?.code ?? '';
-  return code.startsWith('08') || code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === '57P01';
-}

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
 import { backoffDelayMs } from '../domain/backoff.js';
-import type { Json } from '../domain/operation.js';
+import type { OperationProblem } from '../domain/operation.js';
+import { describeThrown, toStorableJson, toStorableText } from '../domain/storableJson.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import { RejectError, RetryError } from './handlerErrors.js';
 import type { RegisteredOperation } from './handlerRegistry.js';
@@ -16,30 +17,52 @@ export class AttemptAborted extends Error {
   }
 }
 
+/** Longest delay a retry is scheduled out, whatever a handler or an upstream `Retry-After` asks. */
+export const MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000;
+
 export interface AttemptEnvironment {
   now: () => Date;
   random: () => number;
   log: Logger;
+  /**
+   * How long a handler may go on after its signal aborted before the attempt is reported wedged.
+   * Until then the attempt keeps its slot, its lease and its key's turn.
+   */
+  wedgedAfterMs: number;
 }
 
 /**
- * Runs one attempt of a claimed operation and turns whatever happened into the outcome command
- * to record, or null when the attempt must not record anything (its lease is gone, or the worker
- * is shutting down and will release it).
+ * How an attempt ended: an outcome to record; nothing to record (its lease is gone, so the
+ * fencing token would refuse it anyway); or wedged (the handler ignored its abort and is still
+ * running `wedgedAfterMs` later).
+ */
+export type AttemptEnd =
+  | { kind: 'record'; outcome: AttemptOutcome }
+  | { kind: 'nothing' }
+  | { kind: 'wedged'; stopped: Promise<void> };
+
+type Settled = { kind: 'returned'; value: unknown } | { kind: 'threw'; error: unknown } | { kind: 'wedged'; stopped: Promise<void> };
+
+/**
+ * Runs one attempt of a claimed operation and turns whatever happened into what to record.
+ * It resolves only once the handler has really stopped (or is wedged), so that the slot and the
+ * key's turn are never given back while a handler that ignores its signal still has effects.
+ * A handler that returned is never retried: its result is made storable and recorded, even when
+ * it returned after its timeout or during shutdown.
  */
 export async function runAttempt(
   operation: StoredOperation,
   registered: RegisteredOperation,
   controller: AbortController,
   env: AttemptEnvironment,
-): Promise<AttemptOutcome | null> {
-  const fencing = { fencingToken: operation.fencingToken };
+): Promise<AttemptEnd> {
   const timer = setTimeout(
     () => controller.abort(new AttemptAborted('timeout', `attempt timed out after ${registered.timeoutMs} ms`)),
     registered.timeoutMs,
   );
+  let settled: Settled;
   try {
-    const result = await untilAborted(
+    settled = await untilSettledOrWedged(
       Promise.resolve().then(() =>
         registered.definition.handle({
           operation: {
@@ -56,57 +79,79 @@ export async function runAttempt(
         }),
       ),
       controller.signal,
+      env.wedgedAfterMs,
     );
-    return { kind: 'complete', now: env.now().toISOString(), ...fencing, result: toJson(result) };
-  } catch (error) {
-    const now = env.now();
-    const aborted = controller.signal.reason;
-    if (aborted instanceof AttemptAborted && aborted.reason !== 'timeout') return null;
-    if (error instanceof RejectError) {
-      return {
-        kind: 'reject',
-        now: now.toISOString(),
-        ...fencing,
-        reason: { code: error.code, message: error.message, ...(error.details !== undefined ? { details: error.details } : {}) },
-      };
-    }
-    const delayMs =
-      error instanceof RetryError && error.retryAfterMs !== undefined
-        ? error.retryAfterMs
-        : backoffDelayMs(operation.attempts, registered.backoff, env.random);
-    return {
-      kind: 'fail',
-      now: now.toISOString(),
-      ...fencing,
-      retryAt: new Date(now.getTime() + delayMs).toISOString(),
-      error: describeFailure(error, aborted),
-    };
   } finally {
     clearTimeout(timer);
   }
-}
+  if (settled.kind === 'wedged') return settled;
 
-function describeFailure(error: unknown, aborted: unknown): { code: string; message: string; details?: Json } {
-  if (aborted instanceof AttemptAborted) return { code: 'OPSD_TIMEOUT', message: aborted.message };
-  if (error instanceof RetryError) {
-    return { code: error.code, message: error.message, ...(error.details !== undefined ? { details: error.details } : {}) };
+  const fencing = { fencingToken: operation.fencingToken, now: env.now().toISOString() };
+  const aborted = controller.signal.reason;
+  const abortReason = aborted instanceof AttemptAborted ? aborted.reason : null;
+  if (abortReason === 'lease_lost') return { kind: 'nothing' };
+  if (settled.kind === 'returned') {
+    if (abortReason) env.log.warn({ abort: abortReason }, 'handler returned after its signal aborted; recording its result');
+    return { kind: 'record', outcome: { kind: 'complete', ...fencing, result: toStorableJson(settled.value) } };
   }
-  const message = error instanceof Error ? error.message : String(error);
-  return { code: 'OPSD_HANDLER_ERROR', message };
+  if (abortReason === 'shutdown') return { kind: 'record', outcome: { kind: 'release', ...fencing } };
+  const error = settled.error;
+  if (error instanceof RejectError) {
+    return { kind: 'record', outcome: { kind: 'reject', ...fencing, reason: problemOf(error, 'OPSD_REJECTED') } };
+  }
+  const now = new Date(fencing.now);
+  const delayMs = retryDelayMs(error instanceof RetryError ? error.retryAfterMs : undefined, () =>
+    backoffDelayMs(operation.attempts, registered.backoff, env.random),
+  );
+  return {
+    kind: 'record',
+    outcome: {
+      kind: 'fail',
+      ...fencing,
+      retryAt: new Date(now.getTime() + delayMs).toISOString(),
+      error: abortReason === 'timeout' ? { code: 'OPSD_TIMEOUT', message: (aborted as AttemptAborted).message } : describeFailure(error),
+    },
+  };
 }
 
-/** The handler's promise, or a rejection as soon as the signal aborts (a handler may ignore its signal). */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+/** A usable delay: what was asked if it is a number from 0 to {@link MAX_RETRY_DELAY_MS}, else the backoff. */
+export function retryDelayMs(asked: unknown, backoff: () => number): number {
+  const delay = typeof asked === 'number' && Number.isFinite(asked) && asked >= 0 ? asked : backoff();
+  return Math.min(Math.max(0, Math.round(delay)), MAX_RETRY_DELAY_MS);
+}
+
+function describeFailure(error: unknown): OperationProblem {
+  if (error instanceof RetryError) return problemOf(error, 'OPSD_RETRYABLE');
+  return { code: 'OPSD_HANDLER_ERROR', message: describeThrown(error) };
+}
+
+/** A handler's typed error as a problem that PostgreSQL will store, whatever its fields hold. */
+function problemOf(error: RejectError | RetryError, fallbackCode: string): OperationProblem {
+  const code = typeof error.code === 'string' && error.code !== '' ? toStorableText(error.code) : fallbackCode;
+  const details = error.details === undefined ? undefined : toStorableJson(error.details);
+  return { code, message: describeThrown(error), ...(details !== undefined ? { details } : {}) };
+}
+
+/**
+ * Waits for the handler to settle. Once the signal aborts, it still waits, but at most
+ * `wedgedAfterMs`: a handler may ignore its signal, and its effects are not over until it settles.
+ */
+function untilSettledOrWedged(work: Promise<unknown>, signal: AbortSignal, wedgedAfterMs: number): Promise<Settled> {
+  return new Promise<Settled>((resolve) => {
+    let wedgeTimer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      wedgeTimer = setTimeout(() => resolve({ kind: 'wedged', stopped: work.then(() => undefined, () => undefined) }), wedgedAfterMs);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    work
+      .then(
+        (value) => resolve({ kind: 'returned', value }),
+        (error: unknown) => resolve({ kind: 'threw', error }),
+      )
+      .finally(() => {
+        signal.removeEventListener('abort', onAbort);
+        clearTimeout(wedgeTimer);
+      });
   });
-}
-
-/** Handler results are stored as JSON; `undefined` becomes null, class instances become plain data. */
-function toJson(value: unknown): Json {
-  if (value === undefined) return null;
-  return JSON.parse(JSON.stringify(value)) as Json;
 }

@@ -4,7 +4,6 @@ import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
 import { createMicroBatcher } from '../lib/microBatcher.js';
 import { WakeSignal } from '../lib/wakeSignal.js';
-import { applyCommands, type AddressedCommand, type CommandResult } from '../store/applyCommands.js';
 import { claimOperations } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
 import { extendLeases } from '../store/extendLeases.js';
@@ -12,6 +11,7 @@ import type { StoredOperation } from '../store/operationRow.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { findClaimableHeads } from '../store/findClaimableHeads.js';
 import type { HandlerRegistry } from './handlerRegistry.js';
+import { createOutcomeRecorder } from './outcomeRecorder.js';
 import { AttemptAborted, runAttempt } from './runAttempt.js';
 
 /** Options of a worker; every one has a default. */
@@ -36,6 +36,17 @@ export interface WorkerOptions {
   pollIntervalMs?: number;
   /** Lease owner name. Default `hostname:pid:random`. */
   workerId?: string;
+  /**
+   * How long a handler may go on after its signal aborted (timeout, shutdown, lost lease) before
+   * the worker counts it as wedged. Until then it keeps its slot, its lease and its key. Default 30000.
+   */
+  wedgedAfterMs?: number;
+  /**
+   * Called when a handler is wedged and the worker is not shutting down. Its lease is no longer
+   * renewed; the process should exit so that no other worker runs the operation while the wedged
+   * handler may still have effects. Default: log at fatal and exit the process with code 70.
+   */
+  onWedged?: (operation: StoredOperation) => void;
   now?: () => Date;
   random?: () => number;
 }
@@ -65,6 +76,10 @@ interface RunningAttempt {
   done: Promise<void>;
   /** The handler returned and its outcome is being recorded; the fenced finish decides from here. */
   recording: boolean;
+  /** The last renewal that succeeded, plus the lease length (ms since epoch). */
+  leaseValidUntil: number;
+  /** The lease is no longer renewed: lost to another worker, or left to expire by a wedged handler. */
+  leaseGivenUp: boolean;
 }
 
 /**
@@ -87,7 +102,11 @@ export class Worker {
   readonly #random: () => number;
   readonly #wake = new WakeSignal();
   readonly #running = new Map<string, RunningAttempt>();
-  readonly #record: (command: AddressedCommand) => Promise<CommandResult>;
+  readonly #wedgedAfterMs: number;
+  readonly #onWedged: (operation: StoredOperation) => void;
+  readonly #record: ReturnType<typeof createOutcomeRecorder>;
+  /** Slots promised to claims under way, in total and by type: counted as taken until the claim returns. */
+  readonly #reserved = new Map<string | null, number>();
   readonly #stats: Omit<WorkerStats, 'running'> = {
     claimed: 0,
     completed: 0,
@@ -98,6 +117,8 @@ export class Worker {
     leaseLost: 0,
   };
   #stopping = false;
+  /** Shutdown has stopped waiting: outcomes still unrecorded are given up. */
+  #gaveUp = false;
   #loop: Promise<void> | null = null;
   #heartbeat: NodeJS.Timeout | null = null;
 
@@ -114,7 +135,14 @@ export class Worker {
     this.#random = options.random ?? Math.random;
     this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
     this.#log = options.logger.child({ worker: this.id });
-    this.#record = createMicroBatcher((commands) => applyCommands(this.#db, commands), { maxBatch: 500, maxInFlight: WRITES_IN_FLIGHT });
+    this.#wedgedAfterMs = options.wedgedAfterMs ?? 30_000;
+    this.#onWedged =
+      options.onWedged ??
+      ((operation) => {
+        this.#log.fatal({ operation_id: operation.id, type: operation.type }, 'handler did not stop after its signal aborted: exiting so that its lease expires');
+        process.exit(70);
+      });
+    this.#record = createOutcomeRecorder(this.#db, { inFlight: WRITES_IN_FLIGHT });
   }
 
   get stats(): WorkerStats {
@@ -124,7 +152,19 @@ export class Worker {
   start(): void {
     if (this.#loop) return;
     this.#loop = this.#source === 'poll' ? this.#claimLoop() : Promise.resolve();
-    this.#heartbeat = setInterval(() => void this.#renewLeases(), Math.max(50, Math.floor(this.#leaseMs / 3)));
+    this.#scheduleHeartbeat(this.#renewEveryMs());
+  }
+
+  #renewEveryMs(): number {
+    return Math.max(50, Math.floor(this.#leaseMs / 3));
+  }
+
+  /** Renews every third of a lease; after a failed renewal, every second, to win back leases as soon as the store is back. */
+  #scheduleHeartbeat(delayMs: number): void {
+    if (this.#gaveUp) return;
+    this.#heartbeat = setTimeout(() => {
+      void this.#renewLeases().then((ok) => this.#scheduleHeartbeat(ok ? this.#renewEveryMs() : Math.min(1000, this.#renewEveryMs())));
+    }, delayMs);
     this.#heartbeat.unref();
   }
 
@@ -141,32 +181,45 @@ export class Worker {
   }
 
   /**
-   * Stops claiming, lets running attempts finish within `graceMs`, then aborts the rest and
-   * releases them back to PENDING so another worker can take them at once.
+   * Stops claiming, lets running attempts finish within `graceMs`, then aborts the rest: a handler
+   * that stops is released back to PENDING (or completed, if it returned) so another worker can take
+   * it at once; one that ignores its signal keeps its lease until it stops, at most `wedgedAfterMs`.
    */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     this.#wake.notify();
     await this.#loop;
-    const drained = Promise.allSettled([...this.#running.values()].map((a) => a.done));
-    let timer: NodeJS.Timeout | undefined;
-    const graceOver = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), graceMs);
-    });
-    const finished = await Promise.race([drained.then(() => 'drained' as const), graceOver]);
-    clearTimeout(timer);
-    if (finished === 'timeout') await this.#releaseRunning();
-    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    const allDone = () => Promise.allSettled([...this.#running.values()].map((a) => a.done));
+    if ((await raceTimeout(allDone(), graceMs)) === 'timeout') {
+      const running = [...this.#running.values()];
+      for (const attempt of running) attempt.controller.abort(new AttemptAborted('shutdown', 'worker shutting down'));
+      // Recording may wait for the store; past the wedge cap, shutdown goes on without it.
+      await raceTimeout(allDone(), this.#wedgedAfterMs + 1000);
+      this.#log.info({ aborted: running.length, still_running: this.#running.size }, 'aborted attempts still running at the end of the grace period');
+    }
+    this.#gaveUp = true;
+    if (this.#heartbeat) clearTimeout(this.#heartbeat);
   }
 
-  /** The most attempts of `type` this worker would start now. */
+  /** The most attempts of `type` this worker would start now (slots promised to claims under way count as taken). */
   freeSlots(type?: string): number {
-    const free = this.#concurrency - this.#running.size;
+    const free = this.#concurrency - this.#running.size - (this.#reserved.get(null) ?? 0);
     const limit = type === undefined ? undefined : this.#typeConcurrency.get(type);
-    if (limit === undefined) return Math.max(0, free);
-    let running = 0;
+    if (limit === undefined || type === undefined) return Math.max(0, free);
+    let running = this.#reserved.get(type) ?? 0;
     for (const attempt of this.#running.values()) if (attempt.operation.type === type) running += 1;
     return Math.max(0, Math.min(free, limit - running));
+  }
+
+  /** Holds `count` slots (of `type`, if limited) while `claim` runs, so that concurrent claims never overshoot a limit. */
+  async #withReservedSlots<T>(count: number, type: string | undefined, claim: () => Promise<T>): Promise<T> {
+    const keys: (string | null)[] = type !== undefined && this.#typeConcurrency.has(type) ? [null, type] : [null];
+    for (const key of keys) this.#reserved.set(key, (this.#reserved.get(key) ?? 0) + count);
+    try {
+      return await claim();
+    } finally {
+      for (const key of keys) this.#reserved.set(key, (this.#reserved.get(key) ?? 0) - count);
+    }
   }
 
   /**
@@ -176,7 +229,7 @@ export class Worker {
    */
   async runJob(operationId: string): Promise<boolean> {
     if (this.#stopping) throw new Error('worker is stopping');
-    const operation = await this.#claimById(operationId);
+    const operation = await this.#withReservedSlots(1, undefined, () => this.#claimById(operationId));
     if (!operation) return false;
     await this.#startAttempt(operation);
     return true;
@@ -209,15 +262,7 @@ export class Worker {
   async #claimLoop(): Promise<void> {
     while (!this.#stopping) {
       try {
-        for (const batch of this.#claimBatches()) {
-          const claimed = await claimOperations(this.#db, {
-            ...batch,
-            now: this.#now,
-            leaseOwner: this.id,
-            leaseMs: this.#leaseMs,
-          });
-          for (const operation of claimed) void this.#startAttempt(operation);
-        }
+        await this.#claimOnce();
       } catch (error) {
         this.#log.error({ err: error }, 'claim failed; retrying');
       }
@@ -228,31 +273,57 @@ export class Worker {
     }
   }
 
-  /** One claim for all types without a limit of their own, then one per limited type with free slots. */
-  #claimBatches(): { limit: number; types: string[] }[] {
+  /**
+   * One claim for all types without a limit of their own, then one per limited type. Each is sized
+   * just before it runs, with the slots of the claims before it already counted.
+   */
+  async #claimOnce(): Promise<void> {
     const types = this.#registry.types();
     const unlimited = types.filter((t) => !this.#typeConcurrency.has(t));
-    const batches = [{ limit: this.freeSlots(), types: unlimited }];
-    for (const type of types.filter((t) => this.#typeConcurrency.has(t))) batches.push({ limit: this.freeSlots(type), types: [type] });
-    return batches.filter((b) => b.limit > 0 && b.types.length > 0);
+    const groups: { types: string[]; limited?: string }[] = [{ types: unlimited }];
+    for (const type of types.filter((t) => this.#typeConcurrency.has(t))) groups.push({ types: [type], limited: type });
+    for (const group of groups) {
+      const limit = this.freeSlots(group.limited);
+      if (limit <= 0 || group.types.length === 0) continue;
+      const claimed = await this.#withReservedSlots(limit, group.limited, () =>
+        claimOperations(this.#db, { limit, types: group.types, now: this.#now, leaseOwner: this.id, leaseMs: this.#leaseMs }),
+      );
+      for (const operation of claimed) void this.#startAttempt(operation);
+    }
   }
 
-  /** Runs one claimed attempt; resolves when its outcome is recorded (or given up on). */
+  /** Runs one claimed attempt; resolves when its handler has stopped and its outcome is recorded (or given up on). */
   #startAttempt(operation: StoredOperation): Promise<void> {
     this.#stats.claimed += 1;
     const registered = this.#registry.get(operation.type);
     const controller = new AbortController();
     const log = this.#log.child({ operation_id: operation.id, type: operation.type, attempt: operation.attempts });
     log.debug('attempt started');
-    const attempt: Omit<RunningAttempt, 'done'> = { operation, controller, recording: false };
+    const attempt: Omit<RunningAttempt, 'done'> = {
+      operation,
+      controller,
+      recording: false,
+      leaseValidUntil: Date.now() + this.#leaseMs,
+      leaseGivenUp: false,
+    };
     const done = (async () => {
       if (!registered) {
         // Claims are filtered by registered types, so this is a registry changed under a running worker.
         throw new Error(`no handler for ${operation.type}`);
       }
-      const outcome = await runAttempt(operation, registered, controller, { now: this.#now, random: this.#random, log });
+      const end = await runAttempt(operation, registered, controller, {
+        now: this.#now,
+        random: this.#random,
+        log,
+        wedgedAfterMs: this.#wedgedAfterMs,
+      });
+      if (end.kind === 'wedged') {
+        this.#wedged(attempt, log);
+        // The slot and the key are given back only when the handler really stops, if ever.
+        return end.stopped;
+      }
       attempt.recording = true;
-      if (outcome) await this.#recordOutcome(operation, outcome, log);
+      if (end.kind === 'record') await this.#recordOutcome(attempt, end.outcome, log);
     })()
       .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
       .finally(() => {
@@ -263,8 +334,22 @@ export class Worker {
     return done;
   }
 
-  async #recordOutcome(operation: StoredOperation, outcome: AttemptOutcome, log: Logger): Promise<void> {
-    const result = await this.#recordWithRetry({ operationId: operation.id, command: outcome });
+  /**
+   * A handler that ignored its abort for `wedgedAfterMs`. Its lease is left to expire; the slot and
+   * the key stay taken until it really stops. Outside shutdown the process is told, so it can exit
+   * before the lease is rescued and the operation runs elsewhere beside the wedged handler.
+   */
+  #wedged(attempt: Omit<RunningAttempt, 'done'>, log: Logger): void {
+    attempt.leaseGivenUp = true;
+    log.error({ wedged_after_ms: this.#wedgedAfterMs }, 'handler still running after its signal aborted; its lease is left to expire');
+    if (!this.#stopping) this.#onWedged(attempt.operation);
+  }
+
+  async #recordOutcome(attempt: Omit<RunningAttempt, 'done'>, outcome: AttemptOutcome, log: Logger): Promise<void> {
+    const result = await this.#record(
+      { operationId: attempt.operation.id, command: outcome },
+      { log, leaseValidUntil: () => attempt.leaseValidUntil, givenUp: () => this.#gaveUp },
+    );
     if (!result.ok) {
       this.#stats.leaseLost += 1;
       log.warn({ code: result.error.code }, 'outcome discarded: the attempt no longer holds the lease');
@@ -285,6 +370,12 @@ export class Worker {
         log.warn({ error: after.lastError }, 'operation failed: attempts exhausted');
         break;
       case 'PENDING':
+        if (outcome.kind === 'release') {
+          this.#stats.released += 1;
+          log.info('attempt released at shutdown');
+          await this.#announce([after]);
+          return;
+        }
         this.#stats.retried += 1;
         log.info({ error: after.lastError, retry_at: after.runAt }, 'attempt failed; retry scheduled');
         this.notifyAt(new Date(after.runAt));
@@ -318,55 +409,45 @@ export class Worker {
     }
   }
 
-  /** A database blip must not lose an outcome while the lease still holds: retry for up to one lease. */
-  async #recordWithRetry(command: AddressedCommand): Promise<CommandResult> {
-    const deadline = Date.now() + this.#leaseMs;
-    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
-      try {
-        return await this.#record(command);
-      } catch (error) {
-        if (Date.now() + delay > deadline) throw error;
-        this.#log.warn({ err: error, operation_id: command.operationId }, 'recording outcome failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      }
-    }
-  }
-
-  async #renewLeases(): Promise<void> {
-    const held = [...this.#running.values()]
-      .filter((a) => !a.controller.signal.aborted)
-      .map((a) => ({ operationId: a.operation.id, fencingToken: a.operation.fencingToken }));
-    if (held.length === 0) return;
+  /** Renews every lease still held, including those of handlers that are stopping; true unless the store failed. */
+  async #renewLeases(): Promise<boolean> {
+    const held = [...this.#running.values()].filter((a) => !a.leaseGivenUp);
+    if (held.length === 0) return true;
+    const renewedAt = Date.now();
     try {
-      const lost = await extendLeases(this.#db, held, new Date(this.#now().getTime() + this.#leaseMs));
+      const lost = await extendLeases(
+        this.#db,
+        held.map((a) => ({ operationId: a.operation.id, fencingToken: a.operation.fencingToken })),
+        new Date(this.#now().getTime() + this.#leaseMs),
+      );
+      for (const attempt of held) if (!lost.has(attempt.operation.id)) attempt.leaseValidUntil = renewedAt + this.#leaseMs;
       for (const id of lost) {
         const attempt = this.#running.get(id);
         // An attempt whose finish committed while the renewal ran looks lost to it; only a handler
         // still running can lose its lease (a finish that lost it says so itself, fenced).
-        if (!attempt || attempt.recording || attempt.controller.signal.aborted) continue;
+        if (!attempt || attempt.recording || attempt.leaseGivenUp) continue;
+        attempt.leaseGivenUp = true;
         this.#stats.leaseLost += 1;
         this.#log.warn({ operation_id: id }, 'lease lost; aborting the attempt');
         attempt.controller.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
       }
+      return true;
     } catch (error) {
       this.#log.warn({ err: error }, 'lease renewal failed');
+      return false;
     }
   }
+}
 
-  async #releaseRunning(): Promise<void> {
-    const attempts = [...this.#running.values()];
-    for (const attempt of attempts) attempt.controller.abort(new AttemptAborted('shutdown', 'worker shutting down'));
-    await Promise.allSettled(attempts.map((a) => a.done));
-    const results = await applyCommands(
-      this.#db,
-      attempts.map((a) => ({
-        operationId: a.operation.id,
-        command: { kind: 'release', now: this.#now().toISOString(), fencingToken: a.operation.fencingToken },
-      })),
-    );
-    const released = results.flatMap((r) => (r.ok ? [r.operation] : []));
-    this.#stats.released += released.length;
-    await this.#announce(released);
-    this.#log.info({ released: released.length }, 'released attempts still running at the end of the grace period');
+/** 'timeout' if `promise` has not settled within `ms`. */
+async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -9,6 +9,8 @@ import { createPgliteDb } from '../../src/store/pgliteDb.js';
 /** A migrated, isolated database for one test file, and how to throw it away. */
 export interface TestDb {
   db: Db;
+  /** The schema the suite lives in (PostgreSQL only), for a second connection to the same tables. */
+  schema?: string;
   cleanup(): Promise<void>;
 }
 
@@ -68,6 +70,7 @@ export const postgresBackend: Backend = {
     await migrate(db);
     return {
       db,
+      schema,
       async cleanup() {
         await db.close();
         const dropper = new pg.Client({ connectionString: url });

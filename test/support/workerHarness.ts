@@ -19,7 +19,7 @@ const TERMINAL = new Set(['COMPLETED', 'REJECTED', 'FAILED', 'CANCELLED']);
 export function startWorker(
   db: Db,
   definitions: OperationDefinition<never, unknown>[],
-  options: Partial<WorkerOptions> = {},
+  options: Partial<WorkerOptions> | ((types: string[]) => Partial<WorkerOptions>) = {},
 ) {
   const registry = new HandlerRegistry();
   const types: string[] = [];
@@ -28,7 +28,7 @@ export function startWorker(
     registry.register(defineOperation({ ...(definition as OperationDefinition), type }) as never);
     types.push(type);
   }
-  const worker = new Worker({ db, registry, logger: testLogger(), pollIntervalMs: 50, ...options });
+  const worker = new Worker({ db, registry, logger: testLogger(), pollIntervalMs: 50, ...(typeof options === 'function' ? options(types) : options) });
   worker.start();
 
   return {
