@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { acceptOperations } from '../src/store/acceptOperations.js';
+import { claimOperations } from '../src/store/claimOperations.js';
+import type { Db } from '../src/store/db.js';
+import { getOperation } from '../src/store/readOperations.js';
+import { postgresBackend, type TestDb } from './support/backends.js';
+import { uniqueId } from './support/helpers.js';
+
+/** A promise the test resolves by hand. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+/** `db` whose transactions, once their work is done, wait for `release` before they commit. */
+function lateCommitting(db: Db, release: Promise<void>, onReady: () => void): Db {
+  return {
+    ...db,
+    transaction: (fn) =>
+      db.transaction(async (tx) => {
+        const value = await fn(tx);
+        onReady();
+        await release;
+        return value;
+      }),
+  };
+}
+
+// Concurrent sessions are the point: PGlite has one session, so this runs on PostgreSQL only.
+describe('claims serialized per key [postgres]', { skip: postgresBackend.skip }, () => {
+  let handle: TestDb;
+  before(async () => {
+    handle = await postgresBackend.open();
+  });
+  after(() => handle.cleanup());
+
+  it('an earlier operation whose insert commits late is not claimed while a later one is being claimed', async () => {
+    const db = handle.db;
+    const key = uniqueId('key');
+    const type = uniqueId('type');
+    const claim = (on: Db, owner: string) =>
+      claimOperations(on, { limit: 10, types: [type], now: () => new Date(), leaseOwner: owner, leaseMs: 30_000 });
+
+    // X takes the earlier seq but its insert stays uncommitted while Y is accepted and committed.
+    const xInserted = gate();
+    const xCommit = gate();
+    const xAccepted = lateCommitting(db, xCommit.opened, xInserted.open).transaction((tx) =>
+      acceptOperations(tx as Db, [{ externalId: uniqueId('x'), type, orderingKey: key, payload: null, maxAttempts: 1 }], new Date()),
+    );
+    await xInserted.opened;
+    const [y] = await acceptOperations(db, [{ externalId: uniqueId('y'), type, orderingKey: key, payload: null, maxAttempts: 1 }], new Date());
+
+    // Worker 1 claims Y (X is invisible to it) and commits late.
+    const firstReady = gate();
+    const firstCommit = gate();
+    const first = claim(lateCommitting(db, firstCommit.opened, firstReady.open), 'worker-1');
+    await firstReady.opened;
+
+    // X commits; worker 2 claims while worker 1's claim of Y is still uncommitted.
+    xCommit.open();
+    const [x] = await xAccepted;
+    const second = await claim(db, 'worker-2');
+    firstCommit.open();
+    const firstClaimed = await first;
+
+    assert.deepEqual(firstClaimed.map((op) => op.id), [y!.operation.id], 'worker 1 claimed Y');
+    assert.deepEqual(second, [], 'worker 2 claimed nothing on the key while Y was being claimed');
+    const processing = await Promise.all([x!.operation.id, y!.operation.id].map((id) => getOperation(db, id)));
+    assert.equal(processing.filter((op) => op?.status === 'PROCESSING').length, 1, 'one operation of the key at a time');
+  });
+
+  it('claimers racing on many keys never hold two operations of one key', async () => {
+    const db = handle.db;
+    const type = uniqueId('type');
+    const keys = Array.from({ length: 20 }, () => uniqueId('key'));
+    await acceptOperations(
+      db,
+      Array.from({ length: 200 }, (_, i) => ({ externalId: uniqueId(), type, orderingKey: keys[i % keys.length] as string, payload: null, maxAttempts: 1 })),
+      new Date(),
+    );
+    const claims = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        claimOperations(db, { limit: 50, types: [type], now: () => new Date(), leaseOwner: `w${i}`, leaseMs: 30_000 }),
+      ),
+    );
+    const claimedKeys = claims.flat().map((op) => op.orderingKey);
+    assert.ok(claimedKeys.length >= keys.length / 2, `only ${claimedKeys.length} claims`);
+    assert.equal(new Set(claimedKeys).size, claimedKeys.length, 'a key claimed twice');
+  });
+});
