@@ -46,7 +46,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
   installErrorHandling(app);
-  registerHealthRoutes(app, options.db);
+  registerHealthRoutes(app, options.db, options.dispatcher);
   registerOperationRoutes(app, {
     ...options,
     validators,

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import type { DispatchTarget } from '../store/findClaimableHeads.js';
-import type { Dispatcher } from './dispatcher.js';
+import type { DispatchHealth, Dispatcher } from './dispatcher.js';
+import { raceTimeout, withTimeout } from '../lib/withTimeout.js';
 import { jobId, queueName } from './queueNames.js';
 
 /** The data a job carries: only the operation id. Everything else is read from PostgreSQL. */
@@ -11,11 +12,17 @@ export interface OperationJob {
 export interface BullmqDispatcherOptions {
   redisUrl: string;
   prefix: string;
+  /** Longest wait for Redis to take a dispatch, in ms; past it the dispatch fails (the operation is safe in PostgreSQL). Default 1000. */
+  timeoutMs?: number;
   now?: () => Date;
 }
 
-/** Parses a redis:// URL into the options BullMQ passes to ioredis. */
-export function redisConnection(url: string) {
+/**
+ * Connection options for a redis:// URL. `blocking`: a BullMQ worker's connection, whose commands
+ * must wait for a reconnect rather than fail (BullMQ requires it). Anything else fails a command
+ * after one reconnect attempt instead of queueing it in memory while Redis is away.
+ */
+export function redisConnection(url: string, use: 'blocking' | 'commands' = 'blocking') {
   const parsed = new URL(url);
   return {
     host: parsed.hostname || '127.0.0.1',
@@ -23,26 +30,37 @@ export function redisConnection(url: string) {
     ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
     ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
     db: parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0,
-    // BullMQ workers block on Redis; a command must wait for a reconnect rather than fail.
-    maxRetriesPerRequest: null,
+    maxRetriesPerRequest: use === 'blocking' ? null : 1,
+    connectTimeout: 2000,
   };
 }
 
+/** A dispatch that Redis did not take in time. */
+export class DispatchTimeoutError extends Error {
+  readonly code = 'OPSD_DISPATCH_TIMEOUT';
+}
+
+/** How long after a failed dispatch health stays `degraded` unless one succeeds. */
+const DEGRADED_FOR_MS = 10_000;
+
 /**
  * Dispatch through BullMQ: one job per operation version on the queue of its type, delayed until
- * `run_at`. Completed jobs are removed at once, so an id is free again after its job ran.
+ * `run_at`. Finished jobs are removed at once, failed ones too, so an id is free again whatever
+ * happened to its job. Every dispatch is bounded by `timeoutMs`: a caller never waits on Redis.
  */
 export function createBullmqDispatcher(options: BullmqDispatcherOptions): Dispatcher & { queue(type: string): Queue } {
   const now = options.now ?? (() => new Date());
-  const connection = redisConnection(options.redisUrl);
+  const timeoutMs = options.timeoutMs ?? 1000;
+  const connection = redisConnection(options.redisUrl, 'commands');
   const queues = new Map<string, Queue<OperationJob>>();
+  let lastFailure: { at: number; reason: string } | null = null;
   const queue = (type: string) => {
     let found = queues.get(type);
     if (!found) {
       found = new Queue<OperationJob>(queueName(type), {
         connection,
         prefix: options.prefix,
-        defaultJobOptions: { removeOnComplete: true, removeOnFail: { count: 1000 } },
+        defaultJobOptions: { removeOnComplete: true, removeOnFail: true },
       });
       found.on('error', () => {});
       queues.set(type, found);
@@ -50,31 +68,49 @@ export function createBullmqDispatcher(options: BullmqDispatcherOptions): Dispat
     return found;
   };
 
+  const enqueue = async (operations: readonly DispatchTarget[], cause: string | undefined) => {
+    const byType = new Map<string, DispatchTarget[]>();
+    for (const op of operations) {
+      const group = byType.get(op.type);
+      if (group) group.push(op);
+      else byType.set(op.type, [op]);
+    }
+    const at = now().getTime();
+    await Promise.all(
+      [...byType].map(([type, ops]) =>
+        queue(type).addBulk(
+          ops.map((op) => ({
+            name: 'run',
+            data: { operationId: op.id },
+            opts: { jobId: jobId(op.id, op.version, cause), delay: Math.max(0, Date.parse(op.runAt) - at) },
+          })),
+        ),
+      ),
+    );
+  };
+
   return {
     kind: 'bullmq',
     queue,
     async dispatch(operations, cause) {
-      const byType = new Map<string, DispatchTarget[]>();
-      for (const op of operations) {
-        const group = byType.get(op.type);
-        if (group) group.push(op);
-        else byType.set(op.type, [op]);
+      if (operations.length === 0) return;
+      try {
+        await withTimeout(enqueue(operations, cause), timeoutMs, () => new DispatchTimeoutError(`Redis did not take the dispatch within ${timeoutMs} ms`));
+        lastFailure = null;
+      } catch (error) {
+        lastFailure = { at: Date.now(), reason: (error as Error).message };
+        throw error;
       }
-      const at = now().getTime();
-      await Promise.all(
-        [...byType].map(([type, ops]) =>
-          queue(type).addBulk(
-            ops.map((op) => ({
-              name: 'run',
-              data: { operationId: op.id },
-              opts: { jobId: jobId(op.id, op.version, cause), delay: Math.max(0, Date.parse(op.runAt) - at) },
-            })),
-          ),
-        ),
-      );
+    },
+    health(): DispatchHealth {
+      if (lastFailure && Date.now() - lastFailure.at < DEGRADED_FOR_MS) {
+        return { status: 'degraded', reason: `queue dispatch failing: ${lastFailure.reason}` };
+      }
+      return { status: 'ok' };
     },
     async close() {
-      await Promise.all([...queues.values()].map((q) => q.close()));
+      // Closing waits for Redis; an unreachable one must not hold up shutdown.
+      await raceTimeout(Promise.all([...queues.values()].map((q) => q.close())), 2000);
     },
   };
 }

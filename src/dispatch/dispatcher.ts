@@ -12,7 +12,22 @@ export interface Dispatcher {
    * (the predecessor on its key that just ended); without it, a repeat is a no-op.
    */
   dispatch(operations: readonly DispatchTarget[], cause?: string): Promise<void>;
+  /** `degraded` while wake-ups fail (the queue is unreachable): operations wait for the reconciler or a poll. */
+  health(): DispatchHealth;
   close(): Promise<void>;
+}
+
+/** Whether wake-ups are getting through; `reason` says why not. */
+export interface DispatchHealth {
+  status: 'ok' | 'degraded';
+  reason?: string;
+}
+
+const HEALTHY: DispatchHealth = { status: 'ok' };
+
+/** Dispatchers that cannot fail on their own (in-process, NOTIFY on the store) are always healthy. */
+export function alwaysHealthy(): DispatchHealth {
+  return HEALTHY;
 }
 
 /** Something in this process that can be woken (the embedded worker). */
@@ -29,6 +44,7 @@ export function createInProcessDispatcher(target: Wakeable | null): Dispatcher {
       if (!target) return;
       for (const operation of operations) target.notifyAt(new Date(operation.runAt));
     },
+    health: alwaysHealthy,
     async close() {},
   };
 }

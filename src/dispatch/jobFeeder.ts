@@ -31,7 +31,7 @@ export function startJobFeeder(options: JobFeederOptions): { close(): Promise<vo
       async (job) => {
         const release = await global.acquire();
         try {
-          const ran = await options.worker.runJob(job.data.operationId);
+          const ran = await options.worker.runJob(job.data.operationId, type);
           return ran ? 'ran' : 'skipped';
         } catch (error) {
           options.logger.warn({ err: error, operation_id: job.data.operationId }, 'job could not run; the reconciler will retry');

@@ -5,9 +5,11 @@ import { findClaimableHeads } from '../store/findClaimableHeads.js';
 import type { Dispatcher } from './dispatcher.js';
 
 /**
- * Dispatches again every operation that could run but that nobody touched for `staleMs`: a crash
- * between commit and enqueue, a flushed or restarted Redis, a wake-up that lost a race. Job ids
- * are deterministic, so an operation whose job is still queued is not queued twice.
+ * Dispatches again every due operation that could run but that nobody touched for `staleMs`: a
+ * crash between commit and enqueue, a flushed or restarted Redis, a wake-up that lost a race, a
+ * job that failed and pinned its id. It pages through every such head, however many operations
+ * scheduled for later come before them. Its wake-ups carry a cause of their own, so an old job
+ * with the same id, whatever its state, never swallows them.
  */
 export function createReconciler(options: {
   db: Db;
@@ -18,18 +20,31 @@ export function createReconciler(options: {
   now?: () => Date;
 }): Duty {
   const staleMs = options.staleMs ?? 5000;
+  const batchSize = options.batchSize ?? 1000;
   const now = options.now ?? (() => new Date());
+  let pass = 0;
   return {
     name: 'reconciler',
     async runOnce() {
-      const forgotten = await findClaimableHeads(options.db, {
-        unchangedSince: new Date(now().getTime() - staleMs),
-        limit: options.batchSize ?? 1000,
-      });
-      if (forgotten.length === 0) return 0;
-      await options.dispatcher.dispatch(forgotten);
-      options.logger.info({ count: forgotten.length }, 'reconciler re-dispatched operations nobody picked up');
-      return forgotten.length;
+      const at = now();
+      const cause = `reconcile-${at.getTime().toString(36)}-${(pass += 1)}`;
+      let total = 0;
+      let afterSeq: number | undefined;
+      for (;;) {
+        const forgotten = await findClaimableHeads(options.db, {
+          unchangedSince: new Date(at.getTime() - staleMs),
+          dueBy: at,
+          limit: batchSize,
+          ...(afterSeq !== undefined ? { afterSeq } : {}),
+        });
+        if (forgotten.length === 0) break;
+        await options.dispatcher.dispatch(forgotten, cause);
+        total += forgotten.length;
+        afterSeq = forgotten[forgotten.length - 1]?.seq;
+        if (forgotten.length < batchSize) break;
+      }
+      if (total > 0) options.logger.info({ count: total }, 'reconciler re-dispatched operations nobody picked up');
+      return total;
     },
   };
 }

@@ -23,6 +23,8 @@ export interface ClaimOptions {
   types: readonly string[];
   /** Only these operations (a queue job names the one it is for). Default: any. */
   operationIds?: readonly string[];
+  /** Only operations nobody touched for this long, in ms (work whose wake-up was lost). Default: any. */
+  unchangedFor?: number;
 }
 
 /**
@@ -63,14 +65,19 @@ async function lockDueHeads(tx: Queryable, options: ClaimOptions): Promise<Opera
     `SELECT o.* FROM operations o
      WHERE o.state = 'PENDING' AND o.run_at <= $1
        AND o.type = ANY($3::text[])
+       AND ($4::timestamptz IS NULL OR o.updated_at <= $4)
        AND ${IS_HEAD_OF_KEY}
      ORDER BY o.seq
      LIMIT $2
      FOR UPDATE OF o SKIP LOCKED`,
-    [options.now().toISOString(), options.limit, [...options.types]],
+    [options.now().toISOString(), options.limit, [...options.types], staleBefore(options)],
   );
   await tx.query('SET LOCAL enable_sort = on');
   return rows;
+}
+
+function staleBefore(options: ClaimOptions): string | null {
+  return options.unchangedFor === undefined ? null : new Date(options.now().getTime() - options.unchangedFor).toISOString();
 }
 
 /**

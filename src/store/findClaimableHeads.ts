@@ -17,17 +17,33 @@ export interface DispatchTarget {
  */
 export async function findClaimableHeads(
   db: Queryable,
-  options: { orderingKey?: string; unchangedSince?: Date; limit: number },
-): Promise<DispatchTarget[]> {
-  const { rows } = await db.query<{ id: string; type: string; version: number; run_at: Date }>(
-    `SELECT o.id, o.type, o.version, o.run_at FROM operations o
+  options: {
+    orderingKey?: string;
+    unchangedSince?: Date;
+    /** Only heads due by then (`run_at <= dueBy`). */
+    dueBy?: Date;
+    /** Only heads accepted after this one (`seq > afterSeq`), to page through all of them. */
+    afterSeq?: number;
+    limit: number;
+  },
+): Promise<(DispatchTarget & { seq: number })[]> {
+  const { rows } = await db.query<{ id: string; type: string; version: number; run_at: Date; seq: string | number }>(
+    `SELECT o.id, o.type, o.version, o.run_at, o.seq FROM operations o
      WHERE o.state = 'PENDING'
        AND ($1::text IS NULL OR o.ordering_key = $1)
        AND ($2::timestamptz IS NULL OR o.updated_at <= $2)
+       AND ($4::timestamptz IS NULL OR o.run_at <= $4)
+       AND ($5::bigint IS NULL OR o.seq > $5)
        AND ${IS_HEAD_OF_KEY}
      ORDER BY o.seq
      LIMIT $3`,
-    [options.orderingKey ?? null, options.unchangedSince?.toISOString() ?? null, options.limit],
+    [
+      options.orderingKey ?? null,
+      options.unchangedSince?.toISOString() ?? null,
+      options.limit,
+      options.dueBy?.toISOString() ?? null,
+      options.afterSeq ?? null,
+    ],
   );
-  return rows.map((row) => ({ id: row.id, type: row.type, version: row.version, runAt: row.run_at.toISOString() }));
+  return rows.map((row) => ({ id: row.id, type: row.type, version: row.version, runAt: row.run_at.toISOString(), seq: Number(row.seq) }));
 }

@@ -2,7 +2,13 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { storeReadiness } from '../store/storeReadiness.js';
 import type { Db } from '../store/db.js';
+import type { DispatchHealth } from '../dispatch/dispatcher.js';
 import type { Worker } from './worker.js';
+
+/** Ready, or degraded (still 200) while the queue does not take wake-ups: the worker polls the store meanwhile. */
+function readyBody(dispatch: DispatchHealth | undefined) {
+  return !dispatch || dispatch.status === 'ok' ? { status: 'ready' } : { status: 'degraded', checks: { dispatch: dispatch.reason ?? 'degraded' } };
+}
 
 /** What a worker reports about itself on `/stats`. */
 export interface WorkerReport {
@@ -32,6 +38,8 @@ export async function startHealthServer(options: {
   queueDepth: () => Promise<number>;
   isLeader: () => boolean;
   isDraining: () => boolean;
+  /** Whether wake-ups through the queue get through (queue mode). Default: always. */
+  dispatchHealth?: () => DispatchHealth;
 }): Promise<{ url: string; close(): Promise<void> }> {
   let depth: { value: number | null; at: number } = { value: null, at: 0 };
   const refreshDepth = async () => {
@@ -54,7 +62,7 @@ export async function startHealthServer(options: {
     if (path === '/health/ready') {
       if (options.isDraining()) return send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: 'worker is draining' } });
       void storeReadiness(options.db).then((readiness) =>
-        readiness.ready ? send(200, { status: 'ready' }) : send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: readiness.reason } }),
+        readiness.ready ? send(200, readyBody(options.dispatchHealth?.())) : send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: readiness.reason } }),
       );
       return;
     }

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
 import { createMicroBatcher } from '../lib/microBatcher.js';
 import { WakeSignal } from '../lib/wakeSignal.js';
+import { raceTimeout } from '../lib/withTimeout.js';
 import { claimOperations } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
 import { extendLeases } from '../store/extendLeases.js';
@@ -25,7 +26,9 @@ export interface WorkerOptions {
   typeConcurrency?: Readonly<Record<string, number>>;
   /**
    * `poll`: the worker claims from PostgreSQL itself (embedded, or no Redis).
-   * `jobs`: it claims only what queue jobs name, through `runJob`. Default `poll`.
+   * `jobs`: it claims what queue jobs name, through `runJob`, and every `pollIntervalMs` it also
+   * claims due operations nobody touched for `staleAfterMs`, so that work whose job was lost, or
+   * cannot be delivered while Redis is away, still runs within seconds. Default `poll`.
    */
   source?: 'poll' | 'jobs';
   /** Where retries and the next operation on a key are announced (in `jobs` mode). */
@@ -34,6 +37,8 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Longest sleep between claims when nothing wakes the worker, in ms. Default 1000. */
   pollIntervalMs?: number;
+  /** In `jobs` mode, how long a due operation waits untouched before the worker claims it without a job. Default 2000. */
+  staleAfterMs?: number;
   /** Lease owner name. Default `hostname:pid:random`. */
   workerId?: string;
   /**
@@ -98,9 +103,12 @@ export class Worker {
   readonly #dispatcher: Dispatcher | undefined;
   readonly #leaseMs: number;
   readonly #pollIntervalMs: number;
+  readonly #staleAfterMs: number;
   readonly #now: () => Date;
   readonly #random: () => number;
   readonly #wake = new WakeSignal();
+  /** In `jobs` mode the stale-work poll sleeps on this one: finishes must not wake it, only stop. */
+  readonly #stopSignal = new WakeSignal();
   readonly #running = new Map<string, RunningAttempt>();
   readonly #wedgedAfterMs: number;
   readonly #onWedged: (operation: StoredOperation) => void;
@@ -131,6 +139,7 @@ export class Worker {
     this.#dispatcher = options.dispatcher;
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#pollIntervalMs = options.pollIntervalMs ?? 1000;
+    this.#staleAfterMs = options.staleAfterMs ?? 2000;
     this.#now = options.now ?? (() => new Date());
     this.#random = options.random ?? Math.random;
     this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -151,7 +160,7 @@ export class Worker {
 
   start(): void {
     if (this.#loop) return;
-    this.#loop = this.#source === 'poll' ? this.#claimLoop() : Promise.resolve();
+    this.#loop = this.#claimLoop();
     this.#scheduleHeartbeat(this.#renewEveryMs());
   }
 
@@ -188,6 +197,7 @@ export class Worker {
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     this.#wake.notify();
+    this.#stopSignal.notify();
     await this.#loop;
     const allDone = () => Promise.allSettled([...this.#running.values()].map((a) => a.done));
     if ((await raceTimeout(allDone(), graceMs)) === 'timeout') {
@@ -227,8 +237,10 @@ export class Worker {
    * already taken), runs it and resolves once the outcome is recorded. A duplicated or stale job
    * claims nothing and resolves false.
    */
-  async runJob(operationId: string): Promise<boolean> {
+  async runJob(operationId: string, type?: string): Promise<boolean> {
     if (this.#stopping) throw new Error('worker is stopping');
+    // Full (the stale-work poll took the slots): skip; the operation is found by that poll later.
+    if (this.freeSlots(type) <= 0) return false;
     const operation = await this.#withReservedSlots(1, undefined, () => this.#claimById(operationId));
     if (!operation) return false;
     await this.#startAttempt(operation);
@@ -267,7 +279,7 @@ export class Worker {
         this.#log.error({ err: error }, 'claim failed; retrying');
       }
       if (this.#stopping) break;
-      await this.#wake.wait(this.#pollIntervalMs);
+      await (this.#source === 'jobs' ? this.#stopSignal : this.#wake).wait(this.#pollIntervalMs);
       // Let the finishes of this tick land first: one claim for many free slots, not one per slot.
       if (this.#running.size > 0) await new Promise((resolve) => setImmediate(resolve));
     }
@@ -286,7 +298,14 @@ export class Worker {
       const limit = this.freeSlots(group.limited);
       if (limit <= 0 || group.types.length === 0) continue;
       const claimed = await this.#withReservedSlots(limit, group.limited, () =>
-        claimOperations(this.#db, { limit, types: group.types, now: this.#now, leaseOwner: this.id, leaseMs: this.#leaseMs }),
+        claimOperations(this.#db, {
+          limit,
+          types: group.types,
+          now: this.#now,
+          leaseOwner: this.id,
+          leaseMs: this.#leaseMs,
+          ...(this.#source === 'jobs' ? { unchangedFor: this.#staleAfterMs } : {}),
+        }),
       );
       for (const operation of claimed) void this.#startAttempt(operation);
     }
@@ -436,18 +455,5 @@ export class Worker {
       this.#log.warn({ err: error }, 'lease renewal failed');
       return false;
     }
-  }
-}
-
-/** 'timeout' if `promise` has not settled within `ms`. */
-async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
