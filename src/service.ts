@@ -49,16 +49,22 @@ async function createQueueDispatcher(redisUrl: string, prefix: string): Promise<
  * Runs the cluster-wide duties (lease rescuer; reconciler when dispatch goes through Redis) while
  * this process is the leader. Embedded PGlite has one process, which is always the leader.
  */
-async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher, logger: Logger) {
+async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher, logger: Logger, worker: Worker | null) {
   let stopDuties: (() => Promise<void>) | null = null;
+  // Loaded only with a server (it loads pg, which embedded processes never need).
+  const liveness = config.databaseUrl ? await import('./cluster/workerLiveness.js') : null;
   const start = () => {
     const rescuer = createLeaseRescuer({
       db,
       logger,
       // In-process dispatch wakes the local worker; through Redis, any worker.
       onRescued: (operations) => dispatcher.dispatch(operations),
+      ...(liveness
+        ? { ownersWithoutLiveness: () => liveness.findOwnersWithoutLiveness(db) }
+        : // Embedded: the data folder is locked to this process, so any other holder is a dead predecessor.
+          { ownersWithoutLiveness: () => findOtherOwners(db, worker?.id ?? ''), ownerGoneAfterMs: 0 }),
     });
-    const rescuerInterval = Math.max(250, Math.min(5000, Math.floor(config.leaseMs / 2)));
+    const rescuerInterval = Math.max(250, Math.min(1000, Math.floor(config.leaseMs / 2)));
     const stops = [runPeriodically(rescuer, rescuerInterval, logger)];
     if (dispatcher.kind === 'bullmq') {
       stops.push(runPeriodically(createReconciler({ db, dispatcher, logger }), 2000, logger));
@@ -142,7 +148,11 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   const dispatcher = queued ?? createInProcessDispatcher(worker);
   logger.info({ role, store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
-  const duties = await startLeaderDuties(config, db, dispatcher, logger);
+  const duties = await startLeaderDuties(config, db, dispatcher, logger, worker);
+  const liveness =
+    worker && config.databaseUrl
+      ? (await import('./cluster/workerLiveness.js')).holdWorkerLiveness({ databaseUrl: config.databaseUrl, workerId: worker.id, logger })
+      : null;
 
   let feeder: { close(): Promise<void> } | null = null;
   let healthUrl: string | null = null;
@@ -169,6 +179,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
         isLeader: duties.isLeader,
         isDraining: () => draining,
         queueDepth: () => queueDepth(db),
+        dispatchHealth: () => dispatcher.health(),
       });
       healthUrl = health.url;
       closers.push(health.close);
@@ -184,6 +195,8 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       logger.info({ role, grace_ms: graceMs }, 'shutting down: no new requests, draining running attempts');
       await app?.close();
       await Promise.all([feeder?.close(), worker?.stop(graceMs)]);
+      // Only now: while handlers finish, their leases must not look orphaned.
+      await liveness?.stop();
       await duties.stop();
       for (const close of closers) await close();
       await dispatcher.close();
@@ -205,6 +218,15 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
 
   return { role, url, healthUrl, app, db, worker, dispatcher, logger, isLeader: duties.isLeader, stop };
+}
+
+/** Lease holders other than `self` (embedded: a process that ran on this folder before). */
+async function findOtherOwners(db: Db, self: string): Promise<string[]> {
+  const { rows } = await db.query<{ lease_owner: string }>(
+    `SELECT DISTINCT lease_owner FROM operations WHERE state = 'PROCESSING' AND lease_owner IS NOT NULL AND lease_owner <> $1`,
+    [self],
+  );
+  return rows.map((row) => row.lease_owner);
 }
 
 /** Operations waiting to run (PENDING), as the store sees them. */

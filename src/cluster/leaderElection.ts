@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { endClient, sessionSafetyOptions } from './sessionSafety.js';
 
 /** Whoever holds this session-level advisory lock runs the cluster-wide duties. */
 export const LEADER_LOCK_KEY = 7_424_002;
@@ -13,18 +14,26 @@ export interface Leadership {
  * Campaigns for leadership on a dedicated PostgreSQL session: `pg_try_advisory_lock` every
  * `intervalMs`. PostgreSQL releases the lock the moment the holder's session ends (process
  * killed, network gone), so another process takes over within one interval. A leader checks its
- * session on the same interval and steps down when it fails.
+ * session on the same interval, each check bounded by `checkTimeoutMs`, and steps down when one
+ * fails or hangs. The session runs with TCP keepalives on both ends and an idle-session timeout,
+ * so a partitioned leader's lock is released by the server within seconds, not hours.
  */
 export function campaignForLeadership(options: {
   databaseUrl: string;
   logger: Logger;
   intervalMs?: number;
+  /** Longest wait for a check of the session, in ms. Default 3000. */
+  checkTimeoutMs?: number;
+  /** The server ends the session after this long without a statement, in s. Default 10. */
+  idleSessionTimeoutS?: number;
   /** A channel the leader LISTENs to on its session, and what it does with each notification. */
   listen?: { channel: string; onNotice(payload: string): void };
   onElected(): void;
   onDeposed(): Promise<void> | void;
 }): Leadership {
   const intervalMs = options.intervalMs ?? 2000;
+  const checkTimeoutMs = options.checkTimeoutMs ?? 3000;
+  const idleSessionTimeoutS = options.idleSessionTimeoutS ?? 10;
   let client: pg.Client | null = null;
   let leader = false;
   let stopped = false;
@@ -34,7 +43,7 @@ export function campaignForLeadership(options: {
   const dropSession = async () => {
     const old = client;
     client = null;
-    if (old) await old.end().catch(() => {});
+    if (old) await endClient(old);
   };
 
   const stepDown = async (reason: string) => {
@@ -47,7 +56,11 @@ export function campaignForLeadership(options: {
   const campaign = async () => {
     try {
       if (!client) {
-        const fresh = new pg.Client({ connectionString: options.databaseUrl, application_name: 'opsd-leader' });
+        const fresh = new pg.Client({
+          connectionString: options.databaseUrl,
+          application_name: 'opsd-leader',
+          ...sessionSafetyOptions({ checkTimeoutMs, idleSessionTimeoutS }),
+        });
         fresh.on('error', () => {});
         const { listen } = options;
         if (listen) {

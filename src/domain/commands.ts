@@ -52,6 +52,8 @@ export interface ReleaseAttempt extends FencedCommand {
 export interface ExpireLease extends CommandBase {
   kind: 'expire_lease';
   retryAt: string;
+  /** The lease holder is known to be gone (its liveness lock is released): rescue before the lease runs out. */
+  ownerGone?: boolean;
 }
 
 export interface CancelOperation extends CommandBase {

@@ -50,7 +50,7 @@ export function decide(command: OperationCommand, state: OperationState | null):
       return decideOutcome(command, state);
     case 'expire_lease':
       requireStatus(state, 'PROCESSING', 'expire the lease of');
-      if (state.leaseExpiresAt !== null && state.leaseExpiresAt > at) {
+      if (!command.ownerGone && state.leaseExpiresAt !== null && state.leaseExpiresAt > at) {
         throw new OpsdError('OPSD_ERR_INVALID_STATE', `lease holds until ${state.leaseExpiresAt}`);
       }
       if (state.attempts >= state.maxAttempts) return [{ type: 'failed', at, error: { ...LEASE_EXPIRED_PROBLEM } }];

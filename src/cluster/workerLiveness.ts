@@ -1,0 +1,92 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Db } from '../store/db.js';
+import { endClient, sessionSafetyOptions } from './sessionSafety.js';
+
+/**
+ * First key of the liveness locks: a worker holds `pg_advisory_lock(namespace, hashtext(id))` on a
+ * session of its own for as long as it lives, so the leader can tell a dead lease holder (lock
+ * released with its session) from a slow one without waiting for the lease to run out.
+ */
+export const LIVENESS_LOCK_NAMESPACE = 7_424_201;
+
+/** Holds a worker's liveness lock, reconnecting with backoff whenever its session is lost. */
+export function holdWorkerLiveness(options: { databaseUrl: string; workerId: string; logger: Logger; intervalMs?: number }) {
+  const intervalMs = options.intervalMs ?? 2000;
+  let client: pg.Client | null = null;
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let tick: Promise<void> = Promise.resolve();
+  let failures = 0;
+
+  const check = async () => {
+    try {
+      if (!client) {
+        const fresh = new pg.Client({
+          connectionString: options.databaseUrl,
+          application_name: 'opsd-worker-liveness',
+          ...sessionSafetyOptions({ checkTimeoutMs: 3000, idleSessionTimeoutS: 10 }),
+        });
+        fresh.on('error', () => {});
+        await fresh.connect();
+        client = fresh;
+        const { rows } = await fresh.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [
+          LIVENESS_LOCK_NAMESPACE,
+          options.workerId,
+        ]);
+        // Another live worker whose id hashes alike holds it: this one's leases are rescued at expiry only.
+        if (!rows[0]?.locked) options.logger.warn('liveness lock shared with another worker; its leases are rescued when they expire');
+        if (failures > 0) options.logger.info('liveness session restored');
+      } else {
+        await client.query('SELECT 1');
+      }
+      failures = 0;
+    } catch (error) {
+      failures += 1;
+      if (failures === 1) options.logger.error({ err: error }, 'liveness session lost: the leader may rescue this worker\'s attempts; reconnecting');
+      const old = client;
+      client = null;
+      if (old) await endClient(old);
+    }
+  };
+
+  const schedule = () => {
+    if (stopped) return;
+    // Reconnect quickly: while the session is gone the leader counts down to a rescue.
+    timer = setTimeout(() => {
+      tick = check().finally(schedule);
+    }, failures > 0 ? Math.min(intervalMs, 250 * failures) : intervalMs);
+    timer.unref();
+  };
+  tick = check().finally(schedule);
+
+  return {
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await tick;
+      if (client) await endClient(client);
+      client = null;
+    },
+  };
+}
+
+/**
+ * Lease holders of PROCESSING operations that hold no liveness lock (their process is gone),
+ * as seen by the server right now.
+ */
+export async function findOwnersWithoutLiveness(db: Db): Promise<string[]> {
+  const { rows } = await db.query<{ lease_owner: string }>(
+    `SELECT DISTINCT o.lease_owner FROM operations o
+     WHERE o.state = 'PROCESSING' AND o.lease_owner IS NOT NULL
+       AND NOT EXISTS (
+         SELECT 1 FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND l.classid = $1::int::oid
+           AND l.objid = (hashtext(o.lease_owner)::bigint & 4294967295)::oid
+           AND l.objsubid = 2)`,
+    [LIVENESS_LOCK_NAMESPACE],
+  );
+  return rows.map((row) => row.lease_owner);
+}
