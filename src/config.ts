@@ -25,6 +25,10 @@ export interface Config {
   bodyLimit: number;
   /** `DB_POOL_MAX`: PostgreSQL pool size; default per role (intake 5, api 25, worker 15, start 10). */
   dbPoolMax: number | undefined;
+  /** `DB_CONNECT_TIMEOUT_MS`: longest wait for a pooled connection before a request gets 503, default 5000. */
+  dbConnectTimeoutMs: number;
+  /** `DB_STATEMENT_TIMEOUT_MS`: server-side statement timeout, default 30000. */
+  dbStatementTimeoutMs: number;
   /** `REDIS_URL`: dispatch through BullMQ when set; in-process otherwise. */
   redisUrl: string | undefined;
   /** `OPSD_REDIS_PREFIX`: prefix of every Redis key, default `opsd`. */
@@ -117,6 +121,8 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
     graceMs: integer('graceMs', 'OPSD_GRACE_MS', 30_000, 0, 86_400_000),
     bodyLimit: integer('bodyLimit', 'OPSD_BODY_LIMIT', 1024 * 1024, 1024, 1024 * 1024 * 1024),
     dbPoolMax: pick('dbPoolMax', 'DB_POOL_MAX') === undefined ? undefined : integer('dbPoolMax', 'DB_POOL_MAX', 10, 1, 1000),
+    dbConnectTimeoutMs: integer('dbConnectTimeoutMs', 'DB_CONNECT_TIMEOUT_MS', 5000, 100, 600_000),
+    dbStatementTimeoutMs: integer('dbStatementTimeoutMs', 'DB_STATEMENT_TIMEOUT_MS', 30_000, 100, 86_400_000),
     redisUrl,
     redisPrefix: pick('redisPrefix', 'OPSD_REDIS_PREFIX') ?? 'opsd',
     healthPort: integer('healthPort', 'OPSD_HEALTH_PORT', 3002, 0, 65535),

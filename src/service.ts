@@ -118,6 +118,8 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
     poolMax: config.dbPoolMax ?? POOL_DEFAULTS[role],
+    connectTimeoutMs: config.dbConnectTimeoutMs,
+    statementTimeoutMs: config.dbStatementTimeoutMs,
     applicationName: `opsd-${role}`,
   });
   if (role === 'intake') {

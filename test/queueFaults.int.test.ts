@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Worker as QueueWorker } from 'bullmq';
+import { Queue, Worker as QueueWorker } from 'bullmq';
 import { buildApp } from '../src/api/app.js';
 import { createBullmqDispatcher, redisConnection } from '../src/dispatch/bullmqDispatcher.js';
 import { createReconciler } from '../src/dispatch/reconciler.js';
+import { closeQuietly } from '../src/dispatch/closeQuietly.js';
 import { jobId, queueName } from '../src/dispatch/queueNames.js';
 import { raceTimeout } from '../src/lib/withTimeout.js';
 import { acceptOperations } from '../src/store/acceptOperations.js';
@@ -140,5 +141,20 @@ describe('queue faults [postgres + redis]', { skip: serversSkip }, () => {
     });
     assert.equal(done.result, 'ran');
     assert.equal(runs.get(op.id), 1);
+  });
+
+  it('queues and consumers closed while they are still connecting never crash the process', async () => {
+    // BullMQ reports a set-up cut short by close() after it removed its listeners; closeQuietly catches it.
+    for (let i = 0; i < 80; i += 1) {
+      const prefix = redisPrefix();
+      const queue = new Queue(queueName(type), { connection: redisConnection(process.env.REDIS_URL as string, 'commands'), prefix });
+      queue.on('error', () => {});
+      const consumer = new QueueWorker(queueName(type), async () => {}, { connection: redisConnection(process.env.REDIS_URL as string), prefix });
+      consumer.on('error', () => {});
+      await new Promise((resolve) => setTimeout(resolve, i % 5));
+      await Promise.all([closeQuietly(queue), closeQuietly(consumer)]);
+    }
+    // The late reports land a few ticks after the last close; an uncaught one would fail this file.
+    await new Promise((resolve) => setTimeout(resolve, 200));
   });
 });

@@ -182,7 +182,7 @@ describe('opsd worker --cluster', { skip: serversSkip }, () => {
     const exit = await supervisor.exited;
     assert.equal(exit.code, 0, supervisor.output().slice(-3000));
     assert.match(supervisor.output(), /all children stopped/);
-    assert.equal((supervisor.output().match(/"msg":"stopped"/g) ?? []).length, 2, 'both live children drained');
+    assert.equal((supervisor.output().match(/"msg":"stopped"/g) ?? []).length, 2, `both live children drained: ${supervisor.output().slice(-4000)}`);
   });
 
   it('gives up with exit 1 when children die faster than the restart limit', async () => {

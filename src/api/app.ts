@@ -7,7 +7,8 @@ import type { HandlerRegistry } from '../worker/handlerRegistry.js';
 import { createBodyValidator } from './bodyValidator.js';
 import { installErrorHandling } from './errorHandler.js';
 import { registerHealthRoutes } from './healthRoutes.js';
-import { registerOperationRoutes } from './operationRoutes.js';
+import { BATCH_ROUTE, registerOperationRoutes } from './operationRoutes.js';
+import { checkStorableStrings, parseBatchBody, parseJsonBody, type BatchBody } from './parseJsonBody.js';
 
 /** What the HTTP app needs; the caller owns their lifecycles. */
 export interface AppOptions {
@@ -44,12 +45,28 @@ export function buildApp(options: AppOptions): FastifyInstance {
   );
   // JSON only: any other content type is refused with 415 rather than parsed as text.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+  // A batch's items are checked one by one: an item that holds what opsd refuses fails alone.
+  const batchItemProblems = new WeakMap<object, BatchBody['itemProblems']>();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    try {
+      if (request.routeOptions.url !== BATCH_ROUTE) return done(null, parseJsonBody(body as string));
+      const batch = parseBatchBody(body as string);
+      batchItemProblems.set(request, batch.itemProblems);
+      done(null, batch.value);
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
+  app.addHook('preValidation', async (request) => {
+    checkStorableStrings(request.params, 'path');
+    checkStorableStrings(request.query, 'query');
+  });
   installErrorHandling(app);
   registerHealthRoutes(app, options.db, options.dispatcher);
   registerOperationRoutes(app, {
     ...options,
     validators,
+    batchItemProblems: (request) => batchItemProblems.get(request) ?? new Map(),
     now: options.now ?? (() => new Date()),
   });
   return app;

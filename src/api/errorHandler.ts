@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
-import { ERROR_CATALOG, OpsdError, type ErrorCode } from '../domain/errors.js';
+import { ERROR_CATALOG, OpsdError, RETRY_AFTER_S, type ErrorCode } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
 import { unexpectedError } from './httpErrors.js';
 
@@ -14,6 +14,8 @@ const FRAMEWORK_CODES: Record<string, ErrorCode> = {
 };
 
 export function sendError(reply: FastifyReply, code: ErrorCode, message: string, details?: Json) {
+  const retryAfter = RETRY_AFTER_S[code];
+  if (retryAfter !== undefined && !reply.hasHeader('retry-after')) reply.header('retry-after', String(retryAfter));
   return reply
     .code(ERROR_CATALOG[code].status)
     .send({ error: { code, message, ...(details !== undefined ? { details } : {}) } });

@@ -31,7 +31,11 @@ interface RouteDeps {
   logger: Logger;
   now: () => Date;
   validators: { strict: Ajv };
+  /** Batch items the body parser refused, by index. */
+  batchItemProblems(request: object): Map<number, OpsdError>;
 }
+
+export const BATCH_ROUTE = '/v1/operations/batch';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const errors = { '4xx': errorSchema, '5xx': errorSchema };
@@ -48,9 +52,9 @@ export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): 
   );
 
   app.post<{ Body: { operations: unknown[] } }>(
-    '/v1/operations/batch',
+    BATCH_ROUTE,
     { schema: { body: batchSchema, response: { 200: batchResponseSchema, ...errors } } },
-    async (request) => submissions.submitBatch(request.body.operations),
+    async (request) => submissions.submitBatch(request.body.operations, deps.batchItemProblems(request)),
   );
 
   app.get<{ Params: { id: string } }>(

@@ -1,4 +1,5 @@
 import { OpsdError } from '../domain/errors.js';
+import { parseRunAt } from '../domain/runAt.js';
 import type { Json } from '../domain/operation.js';
 import type { NewOperation } from '../store/acceptOperations.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
@@ -15,7 +16,7 @@ export interface SubmittedOperation {
 
 /**
  * Checks what the schema cannot: the type has a handler, the payload matches that handler's
- * schema, `run_at` is a date. Fills in the type's defaults.
+ * schema, `run_at` is a real RFC 3339 date-time within range. Fills in the type's defaults.
  */
 export function toNewOperation(body: SubmittedOperation, registry: HandlerRegistry): NewOperation {
   const registered = registry.get(body.type);
@@ -29,16 +30,7 @@ export function toNewOperation(body: SubmittedOperation, registry: HandlerRegist
   if (payloadErrors) {
     throw new OpsdError('OPSD_ERR_PAYLOAD_INVALID', `payload does not match the schema of "${body.type}"`, payloadErrors);
   }
-  let runAt: string | undefined;
-  if (body.run_at !== undefined) {
-    const ms = Date.parse(body.run_at);
-    if (Number.isNaN(ms)) {
-      throw new OpsdError('OPSD_ERR_VALIDATION', 'run_at must be an ISO-8601 date-time', [
-        { path: '/run_at', message: 'must be an ISO-8601 date-time' },
-      ]);
-    }
-    runAt = new Date(ms).toISOString();
-  }
+  const runAt = body.run_at === undefined ? undefined : parseRunAt(body.run_at);
   return {
     externalId: body.external_id,
     type: body.type,

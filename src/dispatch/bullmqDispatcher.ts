@@ -2,6 +2,7 @@ import { Queue } from 'bullmq';
 import type { DispatchTarget } from '../store/findClaimableHeads.js';
 import type { DispatchHealth, Dispatcher } from './dispatcher.js';
 import { raceTimeout, withTimeout } from '../lib/withTimeout.js';
+import { closeQuietly } from './closeQuietly.js';
 import { jobId, queueName } from './queueNames.js';
 
 /** The data a job carries: only the operation id. Everything else is read from PostgreSQL. */
@@ -110,7 +111,7 @@ export function createBullmqDispatcher(options: BullmqDispatcherOptions): Dispat
     },
     async close() {
       // Closing waits for Redis; an unreachable one must not hold up shutdown.
-      await raceTimeout(Promise.all([...queues.values()].map((q) => q.close())), 2000);
+      await raceTimeout(Promise.all([...queues.values()].map(closeQuietly)), 2000);
     },
   };
 }

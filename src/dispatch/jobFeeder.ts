@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Semaphore } from '../lib/semaphore.js';
 import type { Worker } from '../worker/worker.js';
 import { redisConnection, type OperationJob } from './bullmqDispatcher.js';
+import { closeQuietly } from './closeQuietly.js';
 import { queueName } from './queueNames.js';
 
 export interface JobFeederOptions {
@@ -51,7 +52,7 @@ export function startJobFeeder(options: JobFeederOptions): { close(): Promise<vo
   });
   return {
     async close() {
-      await Promise.all(consumers.map((c) => c.close()));
+      await Promise.all(consumers.map(closeQuietly));
     },
   };
 }

@@ -2,13 +2,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import type { Ajv } from 'ajv';
 import type { Logger } from 'pino';
-import sjson from 'secure-json-parse';
 import { errorBody, unexpectedError, UNAVAILABLE_RETRY_AFTER_S, validationError } from '../api/httpErrors.js';
+import { parseBatchBody, parseJsonBody } from '../api/parseJsonBody.js';
 import { batchSchema, newOperationSchema } from '../api/schemas.js';
 import { storeReadiness } from '../store/storeReadiness.js';
 import type { SubmittedOperation } from '../api/submission.js';
 import type { SubmissionReply, Submissions } from '../api/submissions.js';
-import { OpsdError } from '../domain/errors.js';
+import { OpsdError, RETRY_AFTER_S } from '../domain/errors.js';
 import type { Db } from '../store/db.js';
 
 export interface IntakeServerOptions {
@@ -29,7 +29,7 @@ export interface IntakeServer {
   close(): Promise<void>;
 }
 
-type Route = (body: unknown) => Promise<SubmissionReply>;
+type Route = (text: string) => Promise<SubmissionReply>;
 
 /**
  * The intake's HTTP server: submission and health, with the same contract and error codes as the
@@ -43,13 +43,15 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
   let closing = false;
 
   const routes: Record<string, Route> = {
-    '/v1/operations': async (body) => {
+    '/v1/operations': async (text) => {
+      const body = parseJsonBody(text);
       if (!validateOne(body)) throw validationError(validateOne, 'body');
       return submissions.submitOne(body);
     },
-    '/v1/operations/batch': async (body) => {
-      if (!validateBatch(body)) throw validationError(validateBatch, 'body');
-      return { status: 200, headers: {}, body: await submissions.submitBatch(body.operations) };
+    '/v1/operations/batch': async (text) => {
+      const { value, itemProblems } = parseBatchBody(text);
+      if (!validateBatch(value)) throw validationError(validateBatch, 'body');
+      return { status: 200, headers: {}, body: await submissions.submitBatch(value.operations, itemProblems) };
     },
   };
 
@@ -66,7 +68,7 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
     }
     const route = request.method === 'POST' ? routes[path] : undefined;
     if (!route) throw new OpsdError('OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method ?? ''} ${path}`);
-    return route(await readJsonBody(request, options.bodyLimit));
+    return route(await readJsonText(request, options.bodyLimit));
   }
 
   const server = createServer((request, response) => {
@@ -95,8 +97,8 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
   };
 }
 
-/** The body as JSON, refused when it is not JSON, too large, or carries prototype-poisoning keys. */
-async function readJsonBody(request: IncomingMessage, limit: number): Promise<unknown> {
+/** The body as text, refused when it is not declared JSON or is too large. */
+async function readJsonText(request: IncomingMessage, limit: number): Promise<string> {
   const contentType = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (contentType !== 'application/json') {
     throw new OpsdError('OPSD_ERR_UNSUPPORTED_MEDIA_TYPE', `unsupported content type "${contentType ?? ''}"; send application/json`);
@@ -116,17 +118,12 @@ async function readJsonBody(request: IncomingMessage, limit: number): Promise<un
     // The client hung up mid-body: its error, not the store's.
     throw new OpsdError('OPSD_ERR_MALFORMED_JSON', `the body was cut off: ${(error as Error).message}`);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (text.trim() === '') throw new OpsdError('OPSD_ERR_MALFORMED_JSON', 'the body is empty');
-  try {
-    return sjson.parse(text, null, { protoAction: 'error', constructorAction: 'error' });
-  } catch (error) {
-    throw new OpsdError('OPSD_ERR_MALFORMED_JSON', (error as Error).message);
-  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function replyOf(error: OpsdError, headers: Record<string, string> = {}): SubmissionReply {
-  return { status: error.status, headers, body: errorBody(error) };
+  const retryAfter = RETRY_AFTER_S[error.code];
+  return { status: error.status, headers: { ...(retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : {}), ...headers }, body: errorBody(error) };
 }
 
 function errorReply(error: unknown, logger: Logger): SubmissionReply {

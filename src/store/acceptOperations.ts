@@ -4,6 +4,7 @@ import { evolve } from '../domain/evolve.js';
 import type { Json, OperationState } from '../domain/operation.js';
 import { payloadHash } from '../domain/payloadHash.js';
 import type { Db } from './db.js';
+import { isTransientConflict } from './storeErrors.js';
 import { eventToRecord, operationToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 
 /** What a client submits. */
@@ -19,13 +20,18 @@ export interface NewOperation {
 }
 
 /**
- * Per item: `accepted` (new), `replayed` (identical resubmission, nothing written) or
- * `conflict` (the external id is taken by a different type or payload; `operation` is the holder).
+ * Per item: `accepted` (new), `replayed` (identical resubmission, nothing written),
+ * `conflict` (the external id is taken by a different type or payload; `operation` is the holder)
+ * or `mismatch` (same type and payload, but different options: `fields` names them).
  */
 export type AcceptResult =
   | { outcome: 'accepted'; operation: StoredOperation }
   | { outcome: 'replayed'; operation: StoredOperation }
-  | { outcome: 'conflict'; operation: StoredOperation };
+  | { outcome: 'conflict'; operation: StoredOperation }
+  | { outcome: 'mismatch'; operation: StoredOperation; fields: string[] };
+
+/** A deadlock or serialization failure is retried this many times before it reaches the caller. */
+const TRANSIENT_RETRIES = 5;
 
 interface Candidate {
   index: number;
@@ -67,20 +73,52 @@ export async function acceptOperations(db: Db, items: readonly NewOperation[], n
     candidates.push(candidate);
   });
 
-  const inserted = await insertNew(db, candidates);
+  const inserted = await retryTransient(() => insertNew(db, candidates));
   const missing = candidates.filter((c) => !inserted.has(c.state.id)).map((c) => c.state.externalId);
-  const existing = missing.length > 0 ? await findByExternalIds(db, missing) : new Map<string, StoredOperation>();
+  const existing = missing.length > 0 ? await findByExternalIds(db, missing) : new Map<string, Holder>();
 
   return items.map((item, index) => {
     const candidate = firstByExternalId.get(item.externalId) as Candidate;
     const seq = inserted.get(candidate.state.id);
-    const holder = seq !== undefined ? { ...candidate.state, seq } : existing.get(item.externalId);
-    if (!holder) throw new Error(`operation ${item.externalId} neither inserted nor found`);
+    const found = seq !== undefined ? { operation: { ...candidate.state, seq }, requestedRunAt: candidate.state.runAt } : existing.get(item.externalId);
+    if (!found) throw new Error(`operation ${item.externalId} neither inserted nor found`);
+    const holder = found.operation;
     const same = holder.type === item.type && holder.payloadHash === hashes[index];
     if (!same) return { outcome: 'conflict', operation: holder };
     const firstOfBatch = seq !== undefined && candidate.index === index;
-    return { outcome: firstOfBatch ? 'accepted' : 'replayed', operation: holder };
+    if (firstOfBatch) return { outcome: 'accepted', operation: holder };
+    const fields = differingOptions(item, found);
+    return fields.length > 0 ? { outcome: 'mismatch', operation: holder, fields } : { outcome: 'replayed', operation: holder };
   });
+}
+
+/** An operation found by external id, with the `run_at` its first submission asked for. */
+interface Holder {
+  operation: StoredOperation;
+  requestedRunAt: string;
+}
+
+/**
+ * The options of a resubmission that differ from the original's: `ordering_key` and
+ * `max_attempts` after defaults, `run_at` when the resubmission gives one.
+ */
+function differingOptions(item: NewOperation, found: Holder): string[] {
+  const fields: string[] = [];
+  if ((item.orderingKey ?? item.externalId) !== found.operation.orderingKey) fields.push('ordering_key');
+  if (item.maxAttempts !== found.operation.maxAttempts) fields.push('max_attempts');
+  if (item.runAt !== undefined && Date.parse(item.runAt) !== Date.parse(found.requestedRunAt)) fields.push('run_at');
+  return fields;
+}
+
+async function retryTransient<T>(work: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await work();
+    } catch (error) {
+      if (attempt > TRANSIENT_RETRIES || !isTransientConflict(error)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * attempt));
+    }
+  }
 }
 
 async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, number>> {
@@ -92,19 +130,26 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
          id uuid, external_id text, type text, payload jsonb, payload_hash text, ordering_key text, state text,
          attempts integer, max_attempts integer, run_at timestamptz, fencing_token bigint, version integer,
          created_at timestamptz, updated_at timestamptz, event jsonb, ord integer)
+     ), numbered AS (
+       -- Acceptance order (seq) is submission order...
+       SELECT input.*, nextval(pg_get_serial_sequence('operations', 'seq')) AS seq
+       FROM (SELECT * FROM input ORDER BY ord) AS input
      ), inserted AS (
-       INSERT INTO operations (id, external_id, type, payload, payload_hash, ordering_key, state, attempts,
+       INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, state, attempts,
                                max_attempts, run_at, fencing_token, version, created_at, updated_at)
+       OVERRIDING SYSTEM VALUE
        -- jsonb_to_recordset reads a JSON null as SQL NULL; a null payload is still a payload.
-       SELECT id, external_id, type, COALESCE(payload, 'null'::jsonb), payload_hash, ordering_key, state, attempts,
+       SELECT id, seq, external_id, type, COALESCE(payload, 'null'::jsonb), payload_hash, ordering_key, state, attempts,
               max_attempts, run_at, fencing_token, version, created_at, updated_at
-       FROM input ORDER BY ord
+       -- ...but rows go in by external_id: each locks its entry in the unique index as it goes in, and
+       -- one canonical order keeps two overlapping batches from each holding what the other waits for.
+       FROM numbered ORDER BY external_id
        ON CONFLICT (external_id) DO NOTHING
        RETURNING id, seq
      ), events AS (
        INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
        SELECT i.id, 1, i.event->>'type', i.event->'data', i.external_id, i.payload_hash, i.created_at
-       FROM input i JOIN inserted USING (id) ORDER BY i.ord
+       FROM input i JOIN inserted USING (id) ORDER BY i.external_id
      )
      SELECT id, seq FROM inserted`,
     [JSON.stringify(records)],
@@ -112,10 +157,12 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
   return new Map(rows.map((row) => [row.id, Number(row.seq)]));
 }
 
-async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<string, StoredOperation>> {
-  const { rows } = await db.query<OperationRow>(
-    `SELECT * FROM operations WHERE external_id IN (SELECT jsonb_array_elements_text($1::jsonb))`,
+async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<string, Holder>> {
+  const { rows } = await db.query<OperationRow & { requested_run_at: string }>(
+    `SELECT o.*, e.data->>'runAt' AS requested_run_at
+     FROM operations o JOIN operation_events e ON e.operation_id = o.id AND e.seq = 1
+     WHERE o.external_id IN (SELECT jsonb_array_elements_text($1::jsonb))`,
     [JSON.stringify(externalIds)],
   );
-  return new Map(rows.map((row) => [row.external_id, rowToOperation(row)]));
+  return new Map(rows.map((row) => [row.external_id, { operation: rowToOperation(row), requestedRunAt: row.requested_run_at }]));
 }

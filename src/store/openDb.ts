@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import type { PgDbOptions } from './pgDb.js';
 import { migrate } from './migrate.js';
 import { importPgDb } from './importPgDb.js';
 import { createPgliteDb } from './pgliteDb.js';
@@ -7,6 +8,10 @@ export interface OpenDbOptions {
   databaseUrl: string | undefined;
   dataDir: string;
   poolMax: number;
+  /** See {@link PgDbOptions.connectTimeoutMs}. */
+  connectTimeoutMs?: number;
+  /** See {@link PgDbOptions.statementTimeoutMs}. */
+  statementTimeoutMs?: number;
   applicationName?: string;
   /** Apply pending migrations before returning. Default true. */
   migrate?: boolean;
@@ -15,7 +20,13 @@ export interface OpenDbOptions {
 /** A PostgreSQL server when a URL is given, embedded PGlite otherwise; migrated unless told not to. */
 export async function openDb(options: OpenDbOptions): Promise<Db> {
   const db = options.databaseUrl
-    ? (await importPgDb()).createPgDb({ connectionString: options.databaseUrl, max: options.poolMax, applicationName: options.applicationName ?? 'opsd' })
+    ? (await importPgDb()).createPgDb({
+        connectionString: options.databaseUrl,
+        max: options.poolMax,
+        applicationName: options.applicationName ?? 'opsd',
+        ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
+        ...(options.statementTimeoutMs !== undefined ? { statementTimeoutMs: options.statementTimeoutMs } : {}),
+      })
     : await createPgliteDb(options.dataDir);
   if (options.migrate !== false) {
     try {

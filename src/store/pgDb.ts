@@ -10,6 +10,10 @@ export interface PgDbOptions {
   /** search_path for every connection (tests isolate themselves in a schema). */
   schema?: string;
   applicationName?: string;
+  /** Longest wait for a connection (pool exhausted, server unreachable), in ms; then the query fails as unavailable. Default 5000. */
+  connectTimeoutMs?: number;
+  /** Server-side `statement_timeout` of every connection, in ms. Default 30000. */
+  statementTimeoutMs?: number;
 }
 
 function wrap(client: pg.Pool | pg.PoolClient): Queryable {
@@ -29,6 +33,9 @@ export function createPgDb(options: PgDbOptions): Db {
     connectionString: options.connectionString,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'opsd',
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
+    statement_timeout: options.statementTimeoutMs ?? 30_000,
+    keepAlive: true,
     ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
   });
   // An idle client losing its server must not crash the process; the next query reports it.

@@ -10,6 +10,8 @@ export function isStoreUnavailable(error: unknown): boolean {
     code === '57P01' ||
     code === '57P02' ||
     code === '57P03' ||
+    // statement_timeout: the store is too slow to answer right now.
+    code === '57014' ||
     code === 'ECONNREFUSED' ||
     code === 'ECONNRESET' ||
     code === 'ETIMEDOUT' ||

@@ -4,8 +4,13 @@ import { acceptOperations } from '../src/store/acceptOperations.js';
 import { claimOperations } from '../src/store/claimOperations.js';
 import type { Db } from '../src/store/db.js';
 import { getOperation } from '../src/store/readOperations.js';
+import { buildApp } from '../src/api/app.js';
+import { createInProcessDispatcher } from '../src/dispatch/dispatcher.js';
+import { raceTimeout } from '../src/lib/withTimeout.js';
+import { createPgDb } from '../src/store/pgDb.js';
+import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { postgresBackend, type TestDb } from './support/backends.js';
-import { uniqueId } from './support/helpers.js';
+import { testLogger, uniqueId } from './support/helpers.js';
 
 /** A promise the test resolves by hand. */
 function gate() {
@@ -31,7 +36,7 @@ function lateCommitting(db: Db, release: Promise<void>, onReady: () => void): Db
 }
 
 // Concurrent sessions are the point: PGlite has one session, so this runs on PostgreSQL only.
-describe('claims serialized per key [postgres]', { skip: postgresBackend.skip }, () => {
+describe('concurrent sessions [postgres]', { skip: postgresBackend.skip }, () => {
   let handle: TestDb;
   before(async () => {
     handle = await postgresBackend.open();
@@ -90,5 +95,52 @@ describe('claims serialized per key [postgres]', { skip: postgresBackend.skip },
     const claimedKeys = claims.flat().map((op) => op.orderingKey);
     assert.ok(claimedKeys.length >= keys.length / 2, `only ${claimedKeys.length} claims`);
     assert.equal(new Set(claimedKeys).size, claimedKeys.length, 'a key claimed twice');
+  });
+
+  it('overlapping batches submitted in opposite orders never deadlock, and keep submission order', async () => {
+    const db = handle.db;
+    const type = uniqueId('type');
+    for (let round = 0; round < 10; round += 1) {
+      const ids = Array.from({ length: 50 }, () => uniqueId('ext'));
+      const items = ids.map((externalId) => ({ externalId, type, payload: null, maxAttempts: 1 }));
+      const [forward, backward] = await Promise.all([
+        acceptOperations(db, items, new Date()),
+        acceptOperations(db, [...items].reverse(), new Date()),
+      ]);
+      const accepted = [...forward!, ...backward!].filter((r) => r.outcome === 'accepted');
+      assert.equal(accepted.length, ids.length, 'each operation accepted exactly once');
+      const seqOf = new Map(accepted.map((r) => [r.operation.externalId, r.operation.seq]));
+      const fromForward = forward!.filter((r) => r.outcome === 'accepted').map((r) => r.operation.seq);
+      assert.deepEqual(fromForward, [...fromForward].sort((a, b) => a - b), 'a batch keeps its submission order');
+      assert.equal(seqOf.size, ids.length);
+    }
+  });
+
+  it('with every pooled connection taken, a request gets 503 with Retry-After instead of waiting forever', async () => {
+    const small = createPgDb({ connectionString: process.env.DATABASE_URL as string, schema: handle.schema, max: 1, connectTimeoutMs: 300 });
+    const app = buildApp({ db: small, registry: await loadHandlers(undefined), dispatcher: createInProcessDispatcher(null), logger: testLogger() });
+    const release = gate();
+    const held = gate();
+    const holder = small.transaction(async () => {
+      held.open();
+      await release.opened;
+    });
+    try {
+      await held.opened;
+      const answer = await raceTimeout(
+        app.inject({ method: 'POST', url: '/v1/operations', payload: { type: 'demo.echo', external_id: uniqueId(), payload: null } }),
+        10_000,
+      );
+      assert.notEqual(answer, 'timeout', 'the request waited for a connection without bound');
+      if (answer === 'timeout') return;
+      assert.equal(answer.statusCode, 503);
+      assert.equal(answer.json().error.code, 'OPSD_ERR_UNAVAILABLE');
+      assert.ok(Number(answer.headers['retry-after']) > 0);
+    } finally {
+      release.open();
+      await holder;
+      await app.close();
+      await small.close();
+    }
   });
 });
