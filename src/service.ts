@@ -7,6 +7,7 @@ import { createReconciler } from './dispatch/reconciler.js';
 import { runPeriodically } from './lib/periodic.js';
 import type { Db } from './store/db.js';
 import { openDb } from './store/openDb.js';
+import { waitForStore } from './store/waitForStore.js';
 import { startHealthServer } from './worker/healthServer.js';
 import { createLeaseRescuer } from './worker/leaseRescuer.js';
 import { loadHandlers } from './worker/loadHandlers.js';
@@ -121,8 +122,10 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
     connectTimeoutMs: config.dbConnectTimeoutMs,
     statementTimeoutMs: config.dbStatementTimeoutMs,
     applicationName: `opsd-${role}`,
+    migrate: false,
   });
   if (role === 'intake') {
+    await waitForStore(db, logger);
     // Loaded apart so that the intake never loads Fastify, BullMQ or the worker.
     const { startIntake } = await import('./intake/startIntake.js');
     return startIntake({ config, db, registry, logger });
@@ -148,16 +151,36 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       })
     : null;
   const dispatcher = queued ?? createInProcessDispatcher(worker);
+
+  // A worker's health port is up before the store is: it says "not ready" while it waits.
+  let duties: Awaited<ReturnType<typeof startLeaderDuties>> | null = null;
+  let healthUrl: string | null = null;
+  if (worker && role === 'worker') {
+    const health = await startHealthServer({
+      port: config.healthPort,
+      host: config.host,
+      worker,
+      db,
+      isLeader: () => duties?.isLeader() ?? false,
+      isDraining: () => draining,
+      queueDepth: () => queueDepth(db),
+      dispatchHealth: () => dispatcher.health(),
+    });
+    healthUrl = health.url;
+    closers.push(health.close);
+    logger.info({ health_url: healthUrl }, 'health server listening');
+  }
+  await waitForStore(db, logger);
   logger.info({ role, store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
-  const duties = await startLeaderDuties(config, db, dispatcher, logger, worker);
+  duties = await startLeaderDuties(config, db, dispatcher, logger, worker);
+  const leadership = duties;
   const liveness =
     worker && config.databaseUrl
       ? (await import('./cluster/workerLiveness.js')).holdWorkerLiveness({ databaseUrl: config.databaseUrl, workerId: worker.id, logger })
       : null;
 
   let feeder: { close(): Promise<void> } | null = null;
-  let healthUrl: string | null = null;
   if (worker) {
     worker.start();
     if (config.redisUrl) {
@@ -172,20 +195,6 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
         typeConcurrency,
       });
     }
-    if (role === 'worker') {
-      const health = await startHealthServer({
-        port: config.healthPort,
-        host: config.host,
-        worker,
-        db,
-        isLeader: duties.isLeader,
-        isDraining: () => draining,
-        queueDepth: () => queueDepth(db),
-        dispatchHealth: () => dispatcher.health(),
-      });
-      healthUrl = health.url;
-      closers.push(health.close);
-    }
   }
 
   let app: FastifyInstance | null = null;
@@ -199,7 +208,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       await Promise.all([feeder?.close(), worker?.stop(graceMs)]);
       // Only now: while handlers finish, their leases must not look orphaned.
       await liveness?.stop();
-      await duties.stop();
+      await leadership.stop();
       for (const close of closers) await close();
       await dispatcher.close();
       await db.close();

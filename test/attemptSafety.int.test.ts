@@ -275,7 +275,7 @@ describe('attempt safety through a store outage [postgres]', { skip: postgresBac
     const base = new URL(process.env.DATABASE_URL as string);
     const proxy = await startTcpProxy({ host: base.hostname, port: Number(base.port || 5432) });
     const handle = await postgresBackend.open();
-    const viaProxy = createPgDb({ connectionString: throughProxy(process.env.DATABASE_URL as string, proxy.port), schema: handle.schema, max: 4 });
+    const viaProxy = createPgDb({ connectionString: throughProxy(handle.url as string, proxy.port), max: 4 });
     t.after(async () => {
       await viaProxy.close().catch(() => {});
       await proxy.close();

@@ -5,6 +5,7 @@ import { parseRunAt } from '../src/domain/runAt.js';
 import { checkJsonText } from '../src/domain/safeJsonText.js';
 import { describeThrown, MAX_JSON_DEPTH, toStorableJson, toStorableText } from '../src/domain/storableJson.js';
 import { retryDelayMs, MAX_RETRY_DELAY_MS } from '../src/worker/runAttempt.js';
+import { OutboundPolicy } from '../src/protect/outboundAddress.js';
 
 const refusedWith = (code: string) => (error: unknown) => error instanceof OpsdError && error.code === code;
 
@@ -134,5 +135,25 @@ describe('values a handler produces are made storable, never thrown on', () => {
     assert.equal(retryDelayMs(-5, backoff), 1234);
     assert.equal(retryDelayMs('10', backoff), 1234);
     assert.equal(retryDelayMs(undefined, backoff), 1234);
+  });
+});
+
+describe('outbound destinations of http.request', () => {
+  it('refuses loopback, private, link-local, metadata and reserved addresses, v4 and v6', () => {
+    const policy = new OutboundPolicy();
+    for (const address of ['127.0.0.1', '10.1.2.3', '172.20.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '::1', '::', 'fd00:ec2::254', 'fe80::1', '::ffff:127.0.0.1', '224.0.0.1']) {
+      assert.ok(policy.refusal(address), address);
+    }
+    for (const address of ['8.8.8.8', '1.1.1.1', '2606:4700:4700::1111']) assert.equal(policy.refusal(address), null, address);
+  });
+
+  it('lets through what the allow-list names: addresses, ranges and host names', () => {
+    const policy = new OutboundPolicy(['127.0.0.1', '10.1.0.0/16', 'Internal.Example']);
+    assert.equal(policy.refusal('127.0.0.1'), null);
+    assert.ok(policy.refusal('127.0.0.2'));
+    assert.equal(policy.refusal('10.1.200.3'), null);
+    assert.ok(policy.refusal('10.2.0.1'));
+    assert.ok(policy.allowsHost('internal.example'));
+    assert.ok(!policy.allowsHost('other.example'));
   });
 });

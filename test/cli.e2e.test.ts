@@ -53,6 +53,24 @@ describe('opsd command', () => {
     assert.match(second.stdout, /up to date/);
   });
 
+  it('a second opsd start on the same data folder refuses, naming the folder and the holder', async () => {
+    const dataDir = join(dir, 'shared-data');
+    const first = await startOpsd({ ...embedded, OPSD_DATA_DIR: dataDir });
+    try {
+      const second = await runOpsd(['start', '--port', '0'], { ...embedded, OPSD_DATA_DIR: dataDir });
+      assert.equal(second.code, 1);
+      assert.match(second.stderr, new RegExp(`data folder ${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by another opsd process \\(pid ${first.child.pid}\\)`));
+    } finally {
+      first.child.kill('SIGTERM');
+      await first.exited;
+    }
+    // Released on a clean stop, and a lock whose process is gone is taken over.
+    writeFileSync(join(dataDir, 'opsd.lock'), '999999999');
+    const again = await startOpsd({ ...embedded, OPSD_DATA_DIR: dataDir });
+    again.child.kill('SIGTERM');
+    assert.equal((await again.exited).code, 0);
+  });
+
   it('runs handlers from OPSD_HANDLERS, drains on SIGTERM and exits 0', async () => {
     const handlers = join(dir, 'handlers.mjs');
     const entry = pathToFileURL(join(process.cwd(), 'dist/index.js')).href;

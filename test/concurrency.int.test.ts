@@ -117,7 +117,7 @@ describe('concurrent sessions [postgres]', { skip: postgresBackend.skip }, () =>
   });
 
   it('with every pooled connection taken, a request gets 503 with Retry-After instead of waiting forever', async () => {
-    const small = createPgDb({ connectionString: process.env.DATABASE_URL as string, schema: handle.schema, max: 1, connectTimeoutMs: 300 });
+    const small = createPgDb({ connectionString: handle.url as string, max: 1, connectTimeoutMs: 300 });
     const app = buildApp({ db: small, registry: await loadHandlers(undefined), dispatcher: createInProcessDispatcher(null), logger: testLogger() });
     const release = gate();
     const held = gate();

@@ -23,7 +23,7 @@ describe('worker liveness and leader sessions [postgres]', { skip: postgresBacke
     const type = uniqueId('type');
     const workerId = uniqueId('worker');
     const [accepted] = await acceptOperations(db, [{ externalId: uniqueId(), type, payload: null, maxAttempts: 3 }], new Date());
-    const liveness = holdWorkerLiveness({ databaseUrl: process.env.DATABASE_URL as string, workerId, logger: testLogger(), intervalMs: 100 });
+    const liveness = holdWorkerLiveness({ databaseUrl: handle.url as string, workerId, logger: testLogger(), intervalMs: 100 });
     let stopped = false;
     try {
       const [claimed] = await claimOperations(db, { limit: 1, types: [type], now: () => new Date(), leaseOwner: workerId, leaseMs: 600_000 });

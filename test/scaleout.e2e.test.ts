@@ -4,7 +4,8 @@ import pg from 'pg';
 import { serversSkip } from './support/backends.js';
 import { uniqueId, waitFor } from './support/helpers.js';
 import { http, runOpsd, spawnOpsd, type OpsdProcess } from './support/opsdProcess.js';
-import { checkOrderAndUniqueness, flushRedisDb, redisPrefix, redisUrlWithDb, stateCounts } from './support/scaleout.js';
+import { privateRedisSkip, startPrivateRedis } from './support/privateRedis.js';
+import { checkOrderAndUniqueness, redisPrefix, stateCounts } from './support/scaleout.js';
 import { createServerDatabase } from './support/serverDatabase.js';
 
 interface Stats {
@@ -12,14 +13,14 @@ interface Stats {
   completed: number;
 }
 
-/** A deployment of separate processes on its own database and Redis database. */
-function deployment(redisDb: number) {
+/** A deployment of separate processes on its own database, and its own key prefix on Redis (or on `redisUrl`). */
+function deployment(redisUrl?: () => string) {
   const processes: OpsdProcess[] = [];
   let database: Awaited<ReturnType<typeof createServerDatabase>>;
   let client: pg.Client;
   const env = () => ({
     DATABASE_URL: database.url,
-    REDIS_URL: redisUrlWithDb(redisDb),
+    REDIS_URL: redisUrl?.() ?? (process.env.REDIS_URL as string),
     OPSD_REDIS_PREFIX: prefix,
     OPSD_LEASE_MS: '2000',
     // Keeps a whole deployment inside this server's 100 connections, beside the other suites.
@@ -69,7 +70,7 @@ async function submitBatches(apiUrl: string, count: number, keys: number, ms: nu
 
 describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
   it('3 workers + 1 api: 2,000 operations on 50 keys survive a worker SIGKILL', async () => {
-    const d = deployment(11);
+    const d = deployment();
     await d.setUp();
     try {
       const api = await d.spawn(['api', '--port', '0']);
@@ -91,26 +92,28 @@ describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
     }
   });
 
-  it('FLUSHDB of the Redis database mid-run: every accepted operation still completes', async () => {
-    const d = deployment(12);
+  it('FLUSHALL of a private Redis mid-run: every accepted operation still completes', { skip: privateRedisSkip() }, async () => {
+    const redis = await startPrivateRedis();
+    const d = deployment(() => redis.url);
     await d.setUp();
     try {
       const api = await d.spawn(['api', '--port', '0']);
       await d.spawn(['worker', '--health-port', '0', '--concurrency', '8']);
       await submitBatches(api.url, 200, 4, 20);
       await waitFor('some done', async () => ((await stateCounts(d.client)).COMPLETED ?? 0) >= 20, { timeoutMs: 60_000 });
-      await flushRedisDb(redisUrlWithDb(12));
+      await redis.flushAll();
       const before = (await stateCounts(d.client)).COMPLETED ?? 0;
       assert.ok(before < 200, 'the flush happened mid-run');
       await waitFor('all 200 completed after the flush', async () => ((await stateCounts(d.client)).COMPLETED ?? 0) === 200, { timeoutMs: 90_000, intervalMs: 250 });
       assert.equal((await checkOrderAndUniqueness(d.client)).operations, 200);
     } finally {
       await d.tearDown();
+      await redis.close();
     }
   });
 
   it('leader failover: another process takes over within 10 s', async () => {
-    const d = deployment(13);
+    const d = deployment();
     await d.setUp();
     try {
       const workers = await Promise.all([0, 1].map(() => d.spawn(['worker', '--health-port', '0'])));
@@ -132,7 +135,7 @@ describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
   });
 
   it('intake accepts operations, serves nothing else, and hands them to the leader at once', async () => {
-    const d = deployment(14);
+    const d = deployment();
     await d.setUp();
     try {
       const intake = await d.spawn(['intake', '--port', '0']);
@@ -161,7 +164,7 @@ describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
 });
 
 describe('opsd worker --cluster', { skip: serversSkip }, () => {
-  const d = deployment(15);
+  const d = deployment();
   before(() => d.setUp());
   after(() => d.tearDown());
 

@@ -19,7 +19,14 @@ import { startWorker } from './support/workerHarness.js';
 
 let upstream: Server;
 let upstreamUrl: string;
+let secretUrl: string;
+let secret: Server;
 before(async () => {
+  // Loopback is refused unless allowed: this file's upstream is on 127.0.0.1, the "secret" one on 127.0.0.2.
+  process.env.OPSD_HTTP_ALLOW = '127.0.0.1';
+  secret = createServer((_request, response) => response.writeHead(200).end('the secret'));
+  await new Promise<void>((resolve) => secret.listen(0, '127.0.0.2', resolve));
+  secretUrl = `http://127.0.0.2:${(secret.address() as AddressInfo).port}/`;
   // A third party on loopback: /ok answers 200, /busy 503 with Retry-After, /missing 404.
   upstream = createServer((request, response) => {
     const status = request.url === '/ok' ? 200 : request.url === '/busy' ? 503 : 404;
@@ -30,7 +37,10 @@ before(async () => {
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
 });
-after(() => new Promise<void>((resolve) => upstream.close(() => resolve())));
+after(async () => {
+  await new Promise<void>((resolve) => upstream.close(() => resolve()));
+  await new Promise<void>((resolve) => secret.close(() => resolve()));
+});
 
 describeEachBackend('worker', (db) => {
   it('runs operations on one key in acceptance order without overlap, and different keys in parallel', async () => {
@@ -211,6 +221,22 @@ describeEachBackend('worker', (db) => {
     assert.equal(released.status, 'PENDING');
     assert.equal(released.attempts, 0, 'a released attempt does not count');
     assert.deepEqual(await harness.eventTypes(stuckOp!.id), ['received', 'started', 'released']);
+  });
+
+  it('http.request refuses loopback, private, link-local and metadata destinations that are not allowed', async () => {
+    const harness = startWorker(db(), [httpRequest as never]);
+    try {
+      const targets = [secretUrl, 'http://[::1]:9/', 'http://169.254.169.254/latest/meta-data/', 'http://10.0.0.1/', 'http://0.0.0.0:9/'];
+      const ops = await harness.submit(targets.map((url) => ({ externalId: uniqueId(), payload: { method: 'GET', url } })));
+      for (const [i, op] of ops.entries()) {
+        const done = await harness.settled(op.id);
+        assert.equal(done.status, 'REJECTED', targets[i]);
+        assert.equal(done.lastError?.code, 'OPSD_HTTP_DESTINATION_REFUSED', targets[i]);
+        assert.doesNotMatch(JSON.stringify(done), /the secret/);
+      }
+    } finally {
+      await harness.worker.stop(1000);
+    }
   });
 
   it('http.request: 2xx completes, 5xx retries after Retry-After, other 4xx rejects', async () => {

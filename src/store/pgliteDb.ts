@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import type { PGlite, Transaction } from '@electric-sql/pglite';
+import { lockDataDir } from './dataDirLock.js';
 import type { Db, Queryable, QueryResult } from './db.js';
 
 function wrap(target: PGlite | Transaction): Queryable {
@@ -16,13 +17,24 @@ function wrap(target: PGlite | Transaction): Queryable {
 
 /**
  * Embedded PostgreSQL (PGlite, WASM) with data in `dataDir`, or in memory when it is undefined.
+ * The folder is locked to this process for as long as the store is open.
  * PGlite is one session: transactions and statements are serialised by PGlite itself.
  */
 export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
   // Imported lazily: processes on a PostgreSQL server never load the WASM build.
   const { PGlite } = await import('@electric-sql/pglite');
-  if (dataDir) mkdirSync(dataDir, { recursive: true });
-  const db = await PGlite.create(dataDir);
+  let unlock = () => {};
+  if (dataDir) {
+    mkdirSync(dataDir, { recursive: true });
+    unlock = lockDataDir(dataDir);
+  }
+  let db: PGlite;
+  try {
+    db = await PGlite.create(dataDir);
+  } catch (error) {
+    unlock();
+    throw error;
+  }
   const direct = wrap(db);
   return {
     kind: 'pglite',
@@ -30,6 +42,12 @@ export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
     exec: direct.exec,
     transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
     withSession: (fn) => fn(direct),
-    close: () => db.close(),
+    close: async () => {
+      try {
+        await db.close();
+      } finally {
+        unlock();
+      }
+    },
   };
 }

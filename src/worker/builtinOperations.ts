@@ -1,4 +1,7 @@
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { isIP, type LookupFunction } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { OutboundPolicy } from '../protect/outboundAddress.js';
 import type { Json } from '../domain/operation.js';
 import { defineOperation, type OperationDefinition } from './defineOperation.js';
 import { RejectError, RetryError } from './handlerErrors.js';
@@ -35,7 +38,9 @@ const MAX_RESPONSE_BYTES = 256 * 1024;
 
 /**
  * Sends one HTTP request. 2xx completes with status and body; 429, 5xx and network errors retry
- * (honouring `Retry-After`); any other status rejects.
+ * (honouring `Retry-After`); any other status rejects, redirects included (they are not followed).
+ * Loopback, private, link-local and reserved destinations are refused (`OPSD_HTTP_DESTINATION_REFUSED`),
+ * checked on every address the name resolves to, unless `OPSD_HTTP_ALLOW` lists them.
  */
 export const httpRequest = defineOperation<HttpRequestPayload>({
   type: 'http.request',
@@ -56,11 +61,17 @@ export const httpRequest = defineOperation<HttpRequestPayload>({
     const headers = { ...(typeof payload.body === 'object' && payload.body !== null ? { 'content-type': 'application/json' } : {}), ...payload.headers };
     // Loaded on first use: processes that only accept operations never pay for the HTTP client.
     const { request } = await import('undici');
+    const dispatcher = await guardedAgent();
+    // An IP written in the URL is connected to without a lookup, so it is checked here.
+    const literal = refusedLiteral(payload.url);
+    if (literal) throw new RejectError('OPSD_HTTP_DESTINATION_REFUSED', literal);
     let response;
     try {
-      response = await request(payload.url, { method: payload.method as 'GET', headers, body, signal });
+      response = await request(payload.url, { method: payload.method as 'GET', headers, body, signal, dispatcher });
     } catch (error) {
       if (signal.aborted) throw error;
+      const refused = destinationRefusal(error);
+      if (refused) throw new RejectError('OPSD_HTTP_DESTINATION_REFUSED', refused);
       throw new RetryError(`request failed: ${(error as Error).message}`, { code: 'OPSD_HTTP_NETWORK_ERROR' });
     }
     const text = await readBounded(response.body);
@@ -77,6 +88,62 @@ export const httpRequest = defineOperation<HttpRequestPayload>({
     throw new RejectError('OPSD_HTTP_REJECTED', `upstream answered ${response.statusCode}`, result);
   },
 });
+
+let agent: Promise<import('undici').Agent> | null = null;
+let policy: OutboundPolicy | null = null;
+
+function outboundPolicy(): OutboundPolicy {
+  policy ??= OutboundPolicy.fromEnv();
+  return policy;
+}
+
+/** Why the IP address written in `url` may not be reached, or null (a name, or an allowed address). */
+function refusedLiteral(url: string): string | null {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  if (isIP(host) === 0 || outboundPolicy().allowsHost(host)) return null;
+  return outboundPolicy().refusal(host);
+}
+
+/** One connection pool for every http.request attempt, whose every connection passes the outbound policy. */
+function guardedAgent(): Promise<import('undici').Agent> {
+  agent ??= import('undici').then(({ Agent }) => new Agent({ connect: { lookup: guardedLookup(outboundPolicy()) } }));
+  return agent;
+}
+
+class DestinationRefused extends Error {
+  readonly code = 'OPSD_HTTP_DESTINATION_REFUSED';
+}
+
+/**
+ * A DNS lookup that fails when any address of the name is refused: checked after resolution, so a
+ * public name that resolves to 127.0.0.1 is refused too. IP literals come through here as well.
+ */
+function guardedLookup(policy: OutboundPolicy): LookupFunction {
+  return (hostname, options, callback) => {
+    dnsLookup(hostname, { ...options, all: true }, (error, addresses) => {
+      if (error) return callback(error, '', 0);
+      const list = addresses as LookupAddress[];
+      if (!policy.allowsHost(hostname)) {
+        for (const { address } of list) {
+          const why = policy.refusal(address);
+          if (why) return callback(new DestinationRefused(`${hostname}: ${why}`), '', 0);
+        }
+      }
+      if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
+      const first = list[0] as LookupAddress;
+      callback(null, first.address, first.family);
+    });
+  };
+}
+
+/** The refusal behind an undici error, if the outbound policy is what failed it. */
+function destinationRefusal(error: unknown): string | null {
+  for (let current = error as { code?: unknown; cause?: unknown; message?: string } | undefined, depth = 0; current && depth < 5; depth += 1) {
+    if (current instanceof DestinationRefused || current.code === 'OPSD_HTTP_DESTINATION_REFUSED') return current.message ?? 'destination refused';
+    current = current.cause as typeof current;
+  }
+  return null;
+}
 
 async function readBounded(body: AsyncIterable<Buffer>): Promise<string> {
   const chunks: Buffer[] = [];

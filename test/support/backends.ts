@@ -1,16 +1,15 @@
-import { randomBytes } from 'node:crypto';
 import { after, before, describe } from 'node:test';
-import pg from 'pg';
 import type { Db } from '../../src/store/db.js';
 import { migrate } from '../../src/store/migrate.js';
 import { createPgDb } from '../../src/store/pgDb.js';
 import { createPgliteDb } from '../../src/store/pgliteDb.js';
+import { createServerDatabase } from './serverDatabase.js';
 
 /** A migrated, isolated database for one test file, and how to throw it away. */
 export interface TestDb {
   db: Db;
-  /** The schema the suite lives in (PostgreSQL only), for a second connection to the same tables. */
-  schema?: string;
+  /** The URL of the suite's own database (PostgreSQL only), for a second connection to the same tables. */
+  url?: string;
   cleanup(): Promise<void>;
 }
 
@@ -60,23 +59,16 @@ export const postgresBackend: Backend = {
   name: 'postgres',
   skip: databaseUrl ? false : 'DATABASE_URL is not set, so the PostgreSQL suite is skipped (set it to a postgres:// URL to run it)',
   async open(options = {}) {
-    const url = databaseUrl as string;
-    const schema = `opsd_test_${process.pid}_${randomBytes(4).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: url });
-    await admin.connect();
-    await admin.query(`CREATE SCHEMA ${schema}`);
-    await admin.end();
-    const db = createPgDb({ connectionString: url, schema, max: options.poolMax ?? 10 });
+    // A database of its own, never anything in the one DATABASE_URL names: tests must not touch a user's data.
+    const database = await createServerDatabase(databaseUrl as string);
+    const db = createPgDb({ connectionString: database.url, max: options.poolMax ?? 10 });
     await migrate(db);
     return {
       db,
-      schema,
+      url: database.url,
       async cleanup() {
         await db.close();
-        const dropper = new pg.Client({ connectionString: url });
-        await dropper.connect();
-        await dropper.query(`DROP SCHEMA ${schema} CASCADE`);
-        await dropper.end();
+        await database.drop();
       },
     };
   },

@@ -1,23 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import pg from 'pg';
-
-/** The REDIS_URL of this machine with its own database index, so a FLUSHDB touches only that test. */
-export function redisUrlWithDb(db: number): string {
-  const url = new URL(process.env.REDIS_URL as string);
-  url.pathname = `/${db}`;
-  return url.toString();
-}
 
 export function redisPrefix(): string {
   return `opsd-test-${randomBytes(4).toString('hex')}`;
-}
-
-export async function flushRedisDb(url: string): Promise<void> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  await redis.connect();
-  await redis.flushdb();
-  await redis.quit();
 }
 
 /** Counts of operations by state, straight from the store. */

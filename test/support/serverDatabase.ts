@@ -2,14 +2,15 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
 /**
- * A whole database of its own on the PostgreSQL server, for tests that hand a DATABASE_URL to
- * child processes. Dropped (with any connection a killed child left) on cleanup.
+ * A whole database of its own on the PostgreSQL server, for a suite or for the child processes a
+ * test starts: tests never write into the database DATABASE_URL names. Dropped (with any connection a killed child left) on cleanup.
  */
 export async function createServerDatabase(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `opsd_e2e_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const name = `opsd_test_${process.pid}_${randomBytes(4).toString('hex')}`;
   const admin = new pg.Client({ connectionString: baseUrl });
   await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
+  // template0: nobody connects to it, so two files creating databases at once never collide.
+  await admin.query(`CREATE DATABASE ${name} TEMPLATE template0`);
   await admin.end();
   const url = new URL(baseUrl);
   url.pathname = `/${name}`;
