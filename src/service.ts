@@ -65,7 +65,8 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
         : // Embedded: the data folder is locked to this process, so any other holder is a dead predecessor.
           { ownersWithoutLiveness: () => findOtherOwners(db, worker?.id ?? ''), ownerGoneAfterMs: 0 }),
     });
-    const rescuerInterval = Math.max(250, Math.min(1000, Math.floor(config.leaseMs / 2)));
+    // Twice a second: a dead worker's operations should run again within a few seconds.
+    const rescuerInterval = Math.max(250, Math.min(500, Math.floor(config.leaseMs / 2)));
     const stops = [runPeriodically(rescuer, rescuerInterval, logger)];
     if (dispatcher.kind === 'bullmq') {
       stops.push(runPeriodically(createReconciler({ db, dispatcher, logger }), 2000, logger));
@@ -217,7 +218,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
 
   if (servesApi) {
     const { buildApp } = await import('./api/app.js');
-    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit });
+    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, requestTimeoutMs: config.requestTimeoutMs });
     try {
       url = await app.listen({ port: config.port, host: config.host });
     } catch (error) {

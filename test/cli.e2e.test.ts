@@ -146,16 +146,16 @@ describe('opsd doctor', { skip: postgresBackend.skip }, () => {
     const small = await runOpsd(['doctor', '--api', '1', '--worker', '1', '--intake', '1']);
     assert.equal(small.code, 0, small.stderr);
     assert.match(small.stdout, /\| api \| 1 \| 26 \| 26 \|/);
-    assert.match(small.stdout, /\| worker \| 1 \| 16 \| 16 \|/);
+    assert.match(small.stdout, /\| worker \| 1 \| 17 \| 17 \|/);
     assert.match(small.stdout, /\| intake \| 1 \| 5 \| 5 \|/);
-    assert.match(small.stdout, /\| all \| 3 \| \| 47 \|/);
+    assert.match(small.stdout, /\| all \| 3 \| \| 48 \|/);
     assert.match(small.stdout, /max_connections \d+/);
 
     const big = await runOpsd(['doctor', '--api', '10', '--worker', '50', '--cluster', '4']);
     assert.equal(big.code, 1);
-    assert.match(big.stdout, /WARNING: this deployment would open 4240 connections/);
+    assert.match(big.stdout, /WARNING: this deployment would open 4440 connections/);
 
     const pooled = await runOpsd(['doctor', '--worker', '2'], { DB_POOL_MAX: '3' });
-    assert.match(pooled.stdout, /\| worker \| 2 \| 4 \| 8 \|/);
+    assert.match(pooled.stdout, /\| worker \| 2 \| 5 \| 10 \|/);
   });
 });

@@ -131,7 +131,9 @@ describeEachBackend('intake server (node:http)', (db) => {
     assert.deepEqual((await send('GET', '/health/live')).body, { status: 'live' });
     assert.deepEqual((await send('GET', '/health/ready')).body, { status: 'ready' });
     assertError(await send('GET', '/v1/operations/00000000-0000-4000-8000-000000000000'), 404, 'OPSD_ERR_ROUTE_NOT_FOUND');
-    assertError(await send('GET', '/v1/operations'), 404, 'OPSD_ERR_ROUTE_NOT_FOUND');
+    const listing = await send('GET', '/v1/operations');
+    assertError(listing, 405, 'OPSD_ERR_METHOD_NOT_ALLOWED');
+    assert.equal(listing.headers.get('allow'), 'POST');
     assertError(await send('POST', '/v1/operations/00000000-0000-4000-8000-000000000000/cancel', {}), 404, 'OPSD_ERR_ROUTE_NOT_FOUND');
   });
 });

@@ -5,7 +5,8 @@ import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { Db } from '../store/db.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
 import { createBodyValidator } from './bodyValidator.js';
-import { installErrorHandling } from './errorHandler.js';
+import { answerClientError, serverTimeouts } from './clientErrors.js';
+import { answerFrameworkError, installErrorHandling } from './errorHandler.js';
 import { registerHealthRoutes } from './healthRoutes.js';
 import { BATCH_ROUTE, registerOperationRoutes } from './operationRoutes.js';
 import { checkStorableStrings, parseBatchBody, parseJsonBody, type BatchBody } from './parseJsonBody.js';
@@ -18,6 +19,8 @@ export interface AppOptions {
   logger: Logger;
   /** Largest accepted body in bytes. Default 1 MiB. */
   bodyLimit?: number;
+  /** Longest time a whole request may take to arrive, body included, in ms; then 408. Default 30000. */
+  requestTimeoutMs?: number;
   now?: () => Date;
 }
 
@@ -38,6 +41,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     return503OnClosing: true,
+    requestTimeout: options.requestTimeoutMs ?? 30_000,
+    http: serverTimeouts(options.requestTimeoutMs ?? 30_000),
+    clientErrorHandler: answerClientError,
+    frameworkErrors: answerFrameworkError,
   });
   const validators = createValidators();
   app.setValidatorCompiler(({ schema, httpPart }) =>

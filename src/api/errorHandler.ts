@@ -1,4 +1,5 @@
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { drainRequest, RouteTable } from './clientErrors.js';
 import { ERROR_CATALOG, OpsdError, RETRY_AFTER_S, type ErrorCode } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
 import { unexpectedError } from './httpErrors.js';
@@ -21,9 +22,25 @@ export function sendError(reply: FastifyReply, code: ErrorCode, message: string,
     .send({ error: { code, message, ...(details !== undefined ? { details } : {}) } });
 }
 
+/** Errors the router raises before any route runs, mapped onto the catalog. */
+export function answerFrameworkError(error: FastifyError, _request: FastifyRequest, reply: FastifyReply) {
+  if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') return sendError(reply, 'OPSD_ERR_URI_TOO_LONG', 'a path parameter is too long');
+  if (error.code === 'FST_ERR_BAD_URL') return sendError(reply, 'OPSD_ERR_BAD_REQUEST', 'the URL is not valid percent-encoded UTF-8');
+  return sendError(reply, 'OPSD_ERR_BAD_REQUEST', error.message);
+}
+
 /** Every error leaves as `{"error":{"code","message","details"?}}` with a published code. */
 export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError | OpsdError | Error, request, reply) => {
+  const routes = new RouteTable();
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.add(route.url, method);
+  });
+  app.setErrorHandler(async (error: FastifyError | OpsdError | Error, request, reply) => {
+    const tooLarge = (error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof OpsdError && error.code === 'OPSD_ERR_PAYLOAD_TOO_LARGE');
+    if (tooLarge) {
+      await drainRequest(request.raw);
+      reply.header('connection', 'close');
+    }
     if (error instanceof OpsdError) return sendError(reply, error.code, error.message, error.details);
     const fastifyError = error as FastifyError;
     if (fastifyError.validation) {
@@ -47,7 +64,13 @@ export function installErrorHandling(app: FastifyInstance): void {
     return sendError(reply, unexpected.error.code, unexpected.error.message);
   });
 
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, 'OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '/';
+    const allowed = routes.allowed(path);
+    if (allowed.length > 0) {
+      reply.header('allow', allowed.join(', '));
+      return sendError(reply, 'OPSD_ERR_METHOD_NOT_ALLOWED', `${request.method} is not served on ${path}; use ${allowed.join(', ')}`);
+    }
+    return sendError(reply, 'OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method} ${path}`);
+  });
 }

@@ -61,12 +61,16 @@ export function createSubmissions(deps: {
     { maxBatch: 1000 },
   );
 
-  async function dispatchAccepted(results: AcceptResult[]): Promise<void> {
+  /**
+   * Wakes workers for what was just committed, without holding the answer for it: the rows are
+   * safe, and a wake-up that is slow or lost (Redis away) only delays them until a worker's poll
+   * or the reconciler finds them.
+   */
+  function dispatchAccepted(results: AcceptResult[]): void {
     const accepted = results.filter((r) => r.outcome === 'accepted').map((r) => r.operation);
     if (accepted.length === 0) return;
     for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
-    // The rows are committed: a failed wake-up only delays them (the reconciler re-dispatches).
-    await Promise.all(accepted.map(dispatchOne)).catch((error: unknown) => {
+    Promise.all(accepted.map(dispatchOne)).catch((error: unknown) => {
       deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
     });
   }
@@ -94,7 +98,7 @@ export function createSubmissions(deps: {
   return {
     async submitOne(body) {
       const result = await acceptOne(toNewOperation(body, registry));
-      await dispatchAccepted([result]);
+      dispatchAccepted([result]);
       if (result.outcome === 'conflict' || result.outcome === 'mismatch') return errorReply(refusal(result));
       const headers = { location: operationLocation(result.operation.id) };
       if (result.outcome === 'replayed') {
@@ -125,7 +129,7 @@ export function createSubmissions(deps: {
         }
       }
       const accepted = await acceptEachAloneOnRefusal(valid);
-      await dispatchAccepted(accepted.filter((r): r is AcceptResult => !(r instanceof Error)));
+      dispatchAccepted(accepted.filter((r): r is AcceptResult => !(r instanceof Error)));
       return {
         results: slots.map((slot) => {
           if (!('pending' in slot)) return slot;

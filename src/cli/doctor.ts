@@ -11,9 +11,13 @@ export interface Deployment {
   poolMax: number | undefined;
 }
 
-/** Connections one process of a role opens at most: its pool, plus the leader-election session. */
+/**
+ * Connections one process of a role opens at most: its pool, plus the leader-election session
+ * (api and worker), plus the liveness session (worker).
+ */
 export function connectionsPerProcess(role: Exclude<Role, 'start'>, poolMax: number | undefined): number {
-  return (poolMax ?? POOL_DEFAULTS[role]) + (role === 'intake' ? 0 : 1);
+  const sessions = role === 'intake' ? 0 : role === 'worker' ? 2 : 1;
+  return (poolMax ?? POOL_DEFAULTS[role]) + sessions;
 }
 
 /**

@@ -31,7 +31,7 @@ export function campaignForLeadership(options: {
   onElected(): void;
   onDeposed(): Promise<void> | void;
 }): Leadership {
-  const intervalMs = options.intervalMs ?? 2000;
+  const intervalMs = options.intervalMs ?? 1000;
   const checkTimeoutMs = options.checkTimeoutMs ?? 3000;
   const idleSessionTimeoutS = options.idleSessionTimeoutS ?? 10;
   let client: pg.Client | null = null;

@@ -55,7 +55,7 @@ export function holdWorkerLiveness(options: { databaseUrl: string; workerId: str
     // Reconnect quickly: while the session is gone the leader counts down to a rescue.
     timer = setTimeout(() => {
       tick = check().finally(schedule);
-    }, failures > 0 ? Math.min(intervalMs, 250 * failures) : intervalMs);
+    }, failures > 0 ? Math.min(intervalMs, 250) : intervalMs);
     timer.unref();
   };
   tick = check().finally(schedule);
@@ -71,11 +71,17 @@ export function holdWorkerLiveness(options: { databaseUrl: string; workerId: str
   };
 }
 
+/** After the server (re)starts, every worker needs a moment to reconnect and take its lock again. */
+export const RECONNECT_WINDOW_MS = 10_000;
+
 /**
  * Lease holders of PROCESSING operations that hold no liveness lock (their process is gone),
- * as seen by the server right now.
+ * as seen by the server right now. Within {@link RECONNECT_WINDOW_MS} of the server starting,
+ * none: a restart drops every session, and live workers have not all reconnected yet.
  */
 export async function findOwnersWithoutLiveness(db: Db): Promise<string[]> {
+  const { rows: uptime } = await db.query<{ ms: number }>(`SELECT (extract(epoch FROM now() - pg_postmaster_start_time()) * 1000)::float8 AS ms`);
+  if ((uptime[0]?.ms ?? 0) < RECONNECT_WINDOW_MS) return [];
   const { rows } = await db.query<{ lease_owner: string }>(
     `SELECT DISTINCT o.lease_owner FROM operations o
      WHERE o.state = 'PROCESSING' AND o.lease_owner IS NOT NULL

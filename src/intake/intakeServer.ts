@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Ajv } from 'ajv';
 import type { Logger } from 'pino';
 import { errorBody, unexpectedError, UNAVAILABLE_RETRY_AFTER_S, validationError } from '../api/httpErrors.js';
+import { answerClientError, drainRequest, serverTimeouts } from '../api/clientErrors.js';
 import { parseBatchBody, parseJsonBody } from '../api/parseJsonBody.js';
 import { batchSchema, newOperationSchema } from '../api/schemas.js';
 import { storeReadiness } from '../store/storeReadiness.js';
@@ -21,6 +22,8 @@ export interface IntakeServerOptions {
   logger: Logger;
   /** Largest accepted body in bytes. */
   bodyLimit: number;
+  /** Longest time a whole request may take to arrive, in ms; then 408. Default 30000. */
+  requestTimeoutMs?: number;
 }
 
 export interface IntakeServer {
@@ -67,16 +70,27 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
       return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', readiness.reason), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) });
     }
     const route = request.method === 'POST' ? routes[path] : undefined;
-    if (!route) throw new OpsdError('OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method ?? ''} ${path}`);
+    if (!route) {
+      const allowed = ALLOWED[path];
+      if (allowed) {
+        return replyOf(new OpsdError('OPSD_ERR_METHOD_NOT_ALLOWED', `${request.method ?? ''} is not served on ${path}; use ${allowed}`), { allow: allowed });
+      }
+      throw new OpsdError('OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method ?? ''} ${path}`);
+    }
     return route(await readJsonText(request, options.bodyLimit));
   }
 
-  const server = createServer((request, response) => {
+  const server = createServer(serverTimeouts(options.requestTimeoutMs ?? 30_000), (request, response) => {
     handle(request).then(
       (reply) => send(response, reply),
-      (error: unknown) => send(response, errorReply(error, logger)),
+      async (error: unknown) => {
+        const reply = errorReply(error, logger);
+        if (reply.status === 413) await drainRequest(request);
+        send(response, reply);
+      },
     );
   });
+  server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {
@@ -105,21 +119,35 @@ async function readJsonText(request: IncomingMessage, limit: number): Promise<st
   }
   const tooLarge = () => new OpsdError('OPSD_ERR_PAYLOAD_TOO_LARGE', `the body is over the limit of ${limit} bytes`);
   if (Number(request.headers['content-length'] ?? 0) > limit) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of request as AsyncIterable<Buffer>) {
+  // Listeners rather than for-await: leaving a for-await early destroys the socket, and the
+  // client of a refused body could not read its 413 (the rest is drained before answering).
+  return new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = (error: OpsdError) => {
+      request.off('data', onData).off('end', onEnd).off('error', onError).off('aborted', onAborted);
+      reject(error);
+    };
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) throw tooLarge();
-      chunks.push(chunk);
-    }
-  } catch (error) {
-    if (error instanceof OpsdError) throw error;
+      if (size > limit) stop(tooLarge());
+      else chunks.push(chunk);
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks).toString('utf8'));
     // The client hung up mid-body: its error, not the store's.
-    throw new OpsdError('OPSD_ERR_MALFORMED_JSON', `the body was cut off: ${(error as Error).message}`);
-  }
-  return Buffer.concat(chunks).toString('utf8');
+    const onError = (error: Error) => stop(new OpsdError('OPSD_ERR_MALFORMED_JSON', `the body was cut off: ${error.message}`));
+    const onAborted = () => stop(new OpsdError('OPSD_ERR_MALFORMED_JSON', 'the body was cut off'));
+    request.on('data', onData).on('end', onEnd).on('error', onError).on('aborted', onAborted);
+  });
 }
+
+/** Methods served on each path, for a 405 with `Allow`. */
+const ALLOWED: Record<string, string> = {
+  '/v1/operations': 'POST',
+  '/v1/operations/batch': 'POST',
+  '/health/live': 'GET',
+  '/health/ready': 'GET',
+};
 
 function replyOf(error: OpsdError, headers: Record<string, string> = {}): SubmissionReply {
   const retryAfter = RETRY_AFTER_S[error.code];

@@ -32,7 +32,16 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
 
   let server: Awaited<ReturnType<typeof startIntakeServer>>;
   try {
-    server = await startIntakeServer({ port: config.port, host: config.host, db, submissions, validator, logger, bodyLimit: config.bodyLimit });
+    server = await startIntakeServer({
+      port: config.port,
+      host: config.host,
+      db,
+      submissions,
+      validator,
+      logger,
+      bodyLimit: config.bodyLimit,
+      requestTimeoutMs: config.requestTimeoutMs,
+    });
   } catch (error) {
     await db.close();
     throw error;

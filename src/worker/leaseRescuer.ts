@@ -16,7 +16,7 @@ export function createLeaseRescuer(options: {
   now?: () => Date;
   /** Lease holders that hold no liveness lock right now. Default: none known (rescue at expiry only). */
   ownersWithoutLiveness?: () => Promise<string[]>;
-  /** How long a holder must be seen without its liveness lock before its leases are rescued, in ms. Default 2000. */
+  /** How long a holder must be seen without its liveness lock before its leases are rescued, in ms. Default 1500. */
   ownerGoneAfterMs?: number;
   /** Told about the operations put back to PENDING, to wake a worker for them. */
   onRescued?: (operations: StoredOperation[]) => Promise<void> | void;
@@ -24,7 +24,7 @@ export function createLeaseRescuer(options: {
 }): Duty {
   const now = options.now ?? (() => new Date());
   const batchSize = options.batchSize ?? 500;
-  const goneAfterMs = options.ownerGoneAfterMs ?? 2000;
+  const goneAfterMs = options.ownerGoneAfterMs ?? 1500;
   // A holder's session may drop for a moment (a restart of the server, a terminated backend): it
   // counts as gone only once this leader has seen it without its lock for goneAfterMs.
   const absentSince = new Map<string, number>();
