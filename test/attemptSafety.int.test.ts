@@ -7,18 +7,9 @@ import { defineOperation } from '../src/worker/defineOperation.js';
 import { RejectError, RetryError } from '../src/worker/handlerErrors.js';
 import { MAX_RETRY_DELAY_MS } from '../src/worker/runAttempt.js';
 import { describeEachBackend, postgresBackend } from './support/backends.js';
-import { uniqueId, waitFor } from './support/helpers.js';
+import { gate, uniqueId, waitFor } from './support/helpers.js';
 import { startTcpProxy, throughProxy } from './support/tcpProxy.js';
 import { startWorker } from './support/workerHarness.js';
-
-/** A promise the test resolves by hand: handlers wait on it so that they finish in the same tick. */
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { opened, open };
-}
 
 /** Handler runs as [start, end] intervals per operation id, to check overlap and counts. */
 function runLog() {

@@ -10,16 +10,7 @@ import { raceTimeout } from '../src/lib/withTimeout.js';
 import { createPgDb } from '../src/store/pgDb.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { postgresBackend, type TestDb } from './support/backends.js';
-import { testLogger, uniqueId } from './support/helpers.js';
-
-/** A promise the test resolves by hand. */
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { opened, open };
-}
+import { gate, testLogger, uniqueId } from './support/helpers.js';
 
 /** `db` whose transactions, once their work is done, wait for `release` before they commit. */
 function lateCommitting(db: Db, release: Promise<void>, onReady: () => void): Db {

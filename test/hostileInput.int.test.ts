@@ -3,11 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
-import { createBodyValidator } from '../src/api/bodyValidator.js';
-import { newOperationSchema } from '../src/api/schemas.js';
-import { createSubmissions } from '../src/api/submissions.js';
 import { createInProcessDispatcher } from '../src/dispatch/dispatcher.js';
-import { startIntakeServer, type IntakeServer } from '../src/intake/intakeServer.js';
+import type { IntakeServer } from '../src/intake/intakeServer.js';
+import { startTestIntake } from './support/intakeServer.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { describeEachBackend } from './support/backends.js';
 import { testLogger, uniqueId } from './support/helpers.js';
@@ -49,16 +47,7 @@ describeEachBackend('hostile input on every server', (db) => {
     const registry = await loadHandlers(undefined);
     app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(null), logger: testLogger() });
     await app.listen({ port: 0, host: '127.0.0.1' });
-    const validator = createBodyValidator();
-    const submissions = createSubmissions({
-      db: db(),
-      registry,
-      dispatcher: createInProcessDispatcher(null),
-      logger: testLogger(),
-      now: () => new Date(),
-      validateItem: validator.compile(newOperationSchema),
-    });
-    intake = await startIntakeServer({ port: 0, host: '127.0.0.1', db: db(), submissions, validator, logger: testLogger(), bodyLimit: 1024 * 1024 });
+    intake = await startTestIntake(db(), registry, { bodyLimit: 1024 * 1024 });
     servers.push({ name: 'api', url: () => `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` });
     servers.push({ name: 'intake', url: () => intake.url });
   });

@@ -3,11 +3,9 @@ import { connect, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
-import { createBodyValidator } from '../src/api/bodyValidator.js';
-import { newOperationSchema } from '../src/api/schemas.js';
-import { createSubmissions } from '../src/api/submissions.js';
 import { createInProcessDispatcher } from '../src/dispatch/dispatcher.js';
-import { startIntakeServer, type IntakeServer } from '../src/intake/intakeServer.js';
+import type { IntakeServer } from '../src/intake/intakeServer.js';
+import { startTestIntake } from './support/intakeServer.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { pgliteBackend, type TestDb } from './support/backends.js';
 import { testLogger } from './support/helpers.js';
@@ -75,16 +73,7 @@ describe('HTTP edges answer with opsd codes on every server [pglite]', () => {
     const registry = await loadHandlers(undefined);
     app = buildApp({ db: handle.db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), bodyLimit, requestTimeoutMs: 1000 });
     await app.listen({ port: 0, host: '127.0.0.1' });
-    const validator = createBodyValidator();
-    const submissions = createSubmissions({
-      db: handle.db,
-      registry,
-      dispatcher: createInProcessDispatcher(null),
-      logger: testLogger(),
-      now: () => new Date(),
-      validateItem: validator.compile(newOperationSchema),
-    });
-    intake = await startIntakeServer({ port: 0, host: '127.0.0.1', db: handle.db, submissions, validator, logger: testLogger(), bodyLimit, requestTimeoutMs: 1000 });
+    intake = await startTestIntake(handle.db, registry, { bodyLimit, requestTimeoutMs: 1000 });
     servers.push({ name: 'api', port: () => (app.server.address() as AddressInfo).port });
     servers.push({ name: 'intake', port: () => Number(new URL(intake.url).port) });
   });

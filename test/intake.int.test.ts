@@ -2,11 +2,9 @@ import assert from 'node:assert/strict';
 import { request as rawRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { buildApp } from '../src/api/app.js';
-import { createBodyValidator } from '../src/api/bodyValidator.js';
-import { newOperationSchema } from '../src/api/schemas.js';
-import { createSubmissions } from '../src/api/submissions.js';
 import { createInProcessDispatcher } from '../src/dispatch/dispatcher.js';
-import { startIntakeServer, type IntakeServer } from '../src/intake/intakeServer.js';
+import type { IntakeServer } from '../src/intake/intakeServer.js';
+import { startTestIntake } from './support/intakeServer.js';
 import { createPgDb } from '../src/store/pgDb.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { describeEachBackend } from './support/backends.js';
@@ -24,16 +22,7 @@ describeEachBackend('intake server (node:http)', (db) => {
 
   before(async () => {
     const registry = await loadHandlers(undefined);
-    const validator = createBodyValidator();
-    const submissions = createSubmissions({
-      db: db(),
-      registry,
-      dispatcher: createInProcessDispatcher(null),
-      logger: testLogger(),
-      now: () => new Date(),
-      validateItem: validator.compile(newOperationSchema),
-    });
-    intake = await startIntakeServer({ port: 0, host: '127.0.0.1', db: db(), submissions, validator, logger: testLogger(), bodyLimit });
+    intake = await startTestIntake(db(), registry, { bodyLimit });
   });
   after(() => intake.close());
 
@@ -143,11 +132,8 @@ describe('api and intake when the store is unreachable', () => {
     // A real driver against a port nothing listens on: every query fails to connect.
     const db = createPgDb({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1 });
     const registry = await loadHandlers(undefined);
-    const validator = createBodyValidator();
-    const dispatcher = createInProcessDispatcher(null);
-    const submissions = createSubmissions({ db, registry, dispatcher, logger: testLogger(), now: () => new Date(), validateItem: validator.compile(newOperationSchema) });
-    const intake = await startIntakeServer({ port: 0, host: '127.0.0.1', db, submissions, validator, logger: testLogger(), bodyLimit: 1024 * 1024 });
-    const app = buildApp({ db, registry, dispatcher, logger: testLogger() });
+    const intake = await startTestIntake(db, registry, { bodyLimit: 1024 * 1024 });
+    const app = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger() });
     try {
       const body = { type: 'demo.echo', external_id: uniqueId('down'), payload: {} };
       const viaIntake = await fetch(`${intake.url}/v1/operations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

@@ -25,6 +25,11 @@ export interface ClaimOptions {
   operationIds?: readonly string[];
   /** Only operations nobody touched for this long, in ms (work whose wake-up was lost). Default: any. */
   unchangedFor?: number;
+  /**
+   * Ordering keys this worker still runs a handler on, whatever the store says: an attempt whose
+   * lease was rescued may still be running here, and nothing on its key may start beside it.
+   */
+  busyKeys?: readonly string[];
 }
 
 /**
@@ -66,11 +71,12 @@ async function lockDueHeads(tx: Queryable, options: ClaimOptions): Promise<Opera
      WHERE o.state = 'PENDING' AND o.run_at <= $1
        AND o.type = ANY($3::text[])
        AND ($4::timestamptz IS NULL OR o.updated_at <= $4)
+       AND NOT (o.ordering_key = ANY($5::text[]))
        AND ${IS_HEAD_OF_KEY}
      ORDER BY o.seq
      LIMIT $2
      FOR UPDATE OF o SKIP LOCKED`,
-    [options.now().toISOString(), options.limit, [...options.types], staleBefore(options)],
+    [options.now().toISOString(), options.limit, [...options.types], staleBefore(options), [...(options.busyKeys ?? [])]],
   );
   await tx.query('SET LOCAL enable_sort = on');
   return rows;
@@ -90,11 +96,12 @@ async function lockNamedHeads(tx: Queryable, options: ClaimOptions): Promise<Ope
      WHERE o.id = ANY($3::uuid[])
        AND o.state = 'PENDING' AND o.run_at <= $1
        AND o.type = ANY($4::text[])
+       AND NOT (o.ordering_key = ANY($5::text[]))
        AND ${IS_HEAD_OF_KEY}
      ORDER BY o.seq
      LIMIT $2
      FOR UPDATE OF o SKIP LOCKED`,
-    [options.now().toISOString(), options.limit, [...(options.operationIds ?? [])], [...options.types]],
+    [options.now().toISOString(), options.limit, [...(options.operationIds ?? [])], [...options.types], [...(options.busyKeys ?? [])]],
   );
   return rows;
 }

@@ -37,7 +37,7 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Longest sleep between claims when nothing wakes the worker, in ms. Default 1000. */
   pollIntervalMs?: number;
-  /** In `jobs` mode, how long a due operation waits untouched before the worker claims it without a job. Default 2000. */
+  /** In `jobs` mode, how long a due operation waits untouched before the worker claims it without a job. Default 1000. */
   staleAfterMs?: number;
   /** Lease owner name. Default `hostname:pid:random`. */
   workerId?: string;
@@ -139,7 +139,7 @@ export class Worker {
     this.#dispatcher = options.dispatcher;
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#pollIntervalMs = options.pollIntervalMs ?? 1000;
-    this.#staleAfterMs = options.staleAfterMs ?? 2000;
+    this.#staleAfterMs = options.staleAfterMs ?? 1000;
     this.#now = options.now ?? (() => new Date());
     this.#random = options.random ?? Math.random;
     this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -260,6 +260,7 @@ export class Worker {
         leaseMs: this.#leaseMs,
         types: this.#registry.types(),
         operationIds: [...new Set(ids)],
+        busyKeys: this.#busyKeys(),
       });
       const unclaimed = new Map(claimed.map((op) => [op.id, op]));
       return ids.map((id) => {
@@ -305,10 +306,16 @@ export class Worker {
           leaseOwner: this.id,
           leaseMs: this.#leaseMs,
           ...(this.#source === 'jobs' ? { unchangedFor: this.#staleAfterMs } : {}),
+          busyKeys: this.#busyKeys(),
         }),
       );
       for (const operation of claimed) void this.#startAttempt(operation);
     }
+  }
+
+  /** Keys with a handler still running in this process (see ClaimOptions.busyKeys). */
+  #busyKeys(): string[] {
+    return [...new Set([...this.#running.values()].map((a) => a.operation.orderingKey))];
   }
 
   /** Runs one claimed attempt; resolves when its handler has stopped and its outcome is recorded (or given up on). */

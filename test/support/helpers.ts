@@ -46,3 +46,12 @@ export function manualClock(start = new Date('2030-01-01T00:00:00.000Z')) {
     },
   };
 }
+
+/** A promise the test opens by hand: handlers or transactions wait on it to line up a race. */
+export function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
