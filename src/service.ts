@@ -67,7 +67,8 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
     });
     // Twice a second: a dead worker's operations should run again within a few seconds.
     const rescuerInterval = Math.max(250, Math.min(500, Math.floor(config.leaseMs / 2)));
-    const stops = [runPeriodically(rescuer, rescuerInterval, logger)];
+    // A new leader rescues at once: the one before it may have died with work waiting for rescue.
+    const stops = [runPeriodically(rescuer, rescuerInterval, logger, { firstAtOnce: true })];
     if (dispatcher.kind === 'bullmq') {
       stops.push(runPeriodically(createReconciler({ db, dispatcher, logger }), 2000, logger));
     }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { campaignForLeadership } from '../src/cluster/leaderElection.js';
-import { findOwnersWithoutLiveness, holdWorkerLiveness } from '../src/cluster/workerLiveness.js';
+import { findOwnersWithoutLiveness, holdWorkerLiveness, LIVENESS_LOCK_NAMESPACE } from '../src/cluster/workerLiveness.js';
+import { runPeriodically } from '../src/lib/periodic.js';
 import { acceptOperations } from '../src/store/acceptOperations.js';
 import { claimOperations } from '../src/store/claimOperations.js';
 import { getOperation } from '../src/store/readOperations.js';
@@ -44,6 +45,42 @@ describe('worker liveness and leader sessions [postgres]', { skip: postgresBacke
       assert.equal(rescued.attempts, 1);
     } finally {
       if (!stopped) await liveness.stop();
+    }
+  });
+
+  it('a worker whose liveness session is terminated takes its lock back before the leader would rescue it', async () => {
+    const db = handle.db;
+    const type = uniqueId('type');
+    const workerId = uniqueId('worker');
+    const [accepted] = await acceptOperations(db, [{ externalId: uniqueId(), type, payload: null, maxAttempts: 3 }], new Date());
+    // A long check interval: only reacting to the session's end can bring the lock back in time.
+    const liveness = holdWorkerLiveness({ databaseUrl: handle.url as string, workerId, logger: testLogger(), intervalMs: 10_000 });
+    const stopRescuer = runPeriodically(
+      createLeaseRescuer({ db, logger: testLogger(), ownersWithoutLiveness: () => findOwnersWithoutLiveness(db), ownerGoneAfterMs: 1500 }),
+      100,
+      testLogger(),
+    );
+    try {
+      await claimOperations(db, { limit: 1, types: [type], now: () => new Date(), leaseOwner: workerId, leaseMs: 600_000 });
+      await waitFor('the liveness lock to be held', async () => !(await findOwnersWithoutLiveness(db)).includes(workerId));
+      const holder = async () =>
+        (
+          await db.query<{ pid: number }>(
+            `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::int::oid
+               AND objid = (hashtext($2)::bigint & 4294967295)::oid AND objsubid = 2`,
+            [LIVENESS_LOCK_NAMESPACE, workerId],
+          )
+        ).rows[0]?.pid;
+      const before = await holder();
+      await db.query('SELECT pg_terminate_backend($1)', [before]);
+      await waitFor('the lock to be held again, by a new session', async () => {
+        const now = await holder();
+        return now !== undefined && now !== before;
+      });
+      assert.equal((await getOperation(db, accepted!.operation.id))?.status, 'PROCESSING', 'a live worker was rescued');
+    } finally {
+      await stopRescuer();
+      await liveness.stop();
     }
   });
 

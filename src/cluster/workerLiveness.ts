@@ -27,7 +27,10 @@ export function holdWorkerLiveness(options: { databaseUrl: string; workerId: str
           application_name: 'opsd-worker-liveness',
           ...sessionSafetyOptions({ checkTimeoutMs: 3000, idleSessionTimeoutS: 10 }),
         });
-        fresh.on('error', () => {});
+        // A terminated session is noticed at once, not at the next check: every moment without the
+        // lock counts towards the leader's rescue of this worker's attempts.
+        fresh.on('error', () => reconnectNow(fresh));
+        fresh.on('end', () => reconnectNow(fresh));
         await fresh.connect();
         client = fresh;
         const { rows } = await fresh.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [
@@ -48,6 +51,20 @@ export function holdWorkerLiveness(options: { databaseUrl: string; workerId: str
       client = null;
       if (old) await endClient(old);
     }
+  };
+
+  const reconnectNow = (lost: pg.Client) => {
+    if (stopped || client !== lost) return;
+    client = null;
+    failures += 1;
+    options.logger.error('liveness session lost: the leader may rescue this worker\'s attempts; reconnecting');
+    void endClient(lost);
+    if (timer) clearTimeout(timer);
+    void tick.then(() => {
+      if (stopped) return;
+      if (timer) clearTimeout(timer);
+      tick = check().finally(schedule);
+    });
   };
 
   const schedule = () => {

@@ -7,18 +7,21 @@ export interface Duty {
 }
 
 /**
- * Runs `duty.runOnce()` every `intervalMs` ±20 % (jitter keeps many processes from aligning),
+ * Runs `duty.runOnce()` every `intervalMs` ±20 % (jitter keeps many processes from aligning), the
+ * first time at once with `firstAtOnce`,
  * logging and continuing when a pass throws. Returns a function that stops it and waits for
  * the pass in flight.
  */
-export function runPeriodically(duty: Duty, intervalMs: number, logger: Logger): () => Promise<void> {
+export function runPeriodically(duty: Duty, intervalMs: number, logger: Logger, options: { firstAtOnce?: boolean } = {}): () => Promise<void> {
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
   let inFlight: Promise<void> = Promise.resolve();
 
+  let first = options.firstAtOnce ?? false;
   const schedule = () => {
     if (stopped) return;
-    const delay = intervalMs * (0.8 + Math.random() * 0.4);
+    const delay = first ? 0 : intervalMs * (0.8 + Math.random() * 0.4);
+    first = false;
     timer = setTimeout(() => {
       inFlight = duty
         .runOnce()
