@@ -43,6 +43,8 @@ interface Role {
 }
 const killedPids = new Set<number>();
 const kills: { pid: number; at: number }[] = [];
+/** When the leader was killed: its successor restarts the count towards a rescue. */
+const leaderKills: number[] = [];
 const selfExits: string[] = [];
 let logs = '';
 
@@ -185,7 +187,10 @@ const faults = (async () => {
     }],
     [0.65, 'kill the leader', async () => {
       const found = leader();
-      if (found) await kill(found.group, found.index, 'it leads');
+      if (found) {
+        leaderKills.push(Date.now());
+        await kill(found.group, found.index, 'it leads');
+      }
       else say('no leader found in the logs');
     }],
     [0.75, 'stop PostgreSQL for 10 s', async () => {
@@ -292,7 +297,11 @@ if (overlaps > 0) failures.push(`${overlaps} handler runs overlapped another on 
 if (unfinishedUnkilled > 0) failures.push(`${unfinishedUnkilled} handler runs never ended in a process that was not killed`);
 
 // A killed worker's operations: how long until each started again elsewhere, counted from the
-// kill, or from the end of the reconnect window of a store that (re)started after it.
+// kill, or from the end of the reconnect window of a store that (re)started after it, or from the
+// election of a new leader when the leader was killed before the rescue (the new one starts its
+// own count; that case is reported apart).
+const elections = [...logs.matchAll(/"time":(\d+)[^\n]*"msg":"elected leader/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+let delayedByFailover = 0;
 const rerunDelays: number[] = [];
 const slowDetails: string[] = [];
 for (const run of runs.values()) {
@@ -301,7 +310,13 @@ for (const run of runs.values()) {
   const next = [...runs.values()].filter((r) => r.id === run.id && r.start > run.start).sort((a, b) => a.start - b.start)[0];
   if (!next) continue;
   const storeStart = Math.max(...storeStarts.filter((s) => s <= next.start));
-  const delay = next.start - Math.max(killed, storeStart + RECONNECT_WINDOW_MS);
+  let from = Math.max(killed, storeStart + RECONNECT_WINDOW_MS);
+  const failover = leaderKills.find((at) => at >= from - 1500 && at < next.start);
+  if (failover !== undefined) {
+    delayedByFailover += 1;
+    from = Math.max(from, elections.find((at) => at > failover) ?? failover);
+  }
+  const delay = next.start - from;
   rerunDelays.push(delay);
   if (delay > RERUN_WITHIN_MS) slowDetails.push(`${run.id} of pid ${run.pid}: killed at ${((killed - t0) / 1000).toFixed(1)} s, ran again at ${((next.start - t0) / 1000).toFixed(1)} s`);
 }
@@ -332,7 +347,7 @@ const report = {
   answers: statusCounts,
   slowest_answer_ms: Math.max(0, ...answers.map((a) => a.ms)),
   worker_kills: kills.length,
-  reruns_after_kill: { count: rerunDelays.length, max_ms_after_kill_or_reconnect_window: Math.max(0, ...rerunDelays) },
+  reruns_after_kill: { count: rerunDelays.length, max_ms: Math.max(0, ...rerunDelays), counted_from_a_new_leader: delayedByFailover },
   handler_runs_completed_twice: [...runsPerCompleted.values()].filter((n) => n > 1).length,
   failures,
 };

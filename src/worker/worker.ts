@@ -241,7 +241,7 @@ export class Worker {
     if (this.#stopping) throw new Error('worker is stopping');
     // Full (the stale-work poll took the slots): skip; the operation is found by that poll later.
     if (this.freeSlots(type) <= 0) return false;
-    const operation = await this.#withReservedSlots(1, undefined, () => this.#claimById(operationId));
+    const operation = await this.#withReservedSlots(1, type, () => this.#claimById(operationId));
     if (!operation) return false;
     await this.#startAttempt(operation);
     return true;
