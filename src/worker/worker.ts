@@ -7,11 +7,11 @@ import { WakeSignal } from '../lib/wakeSignal.js';
 import { raceTimeout } from '../lib/withTimeout.js';
 import { claimOperations } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
-import { extendLeases } from '../store/extendLeases.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { findClaimableHeads } from '../store/findClaimableHeads.js';
 import type { HandlerRegistry } from './handlerRegistry.js';
+import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
 import { AttemptAborted, runAttempt } from './runAttempt.js';
 
@@ -75,16 +75,9 @@ export interface WorkerStats {
  */
 const WRITES_IN_FLIGHT = 2;
 
-interface RunningAttempt {
-  operation: StoredOperation;
+interface RunningAttempt extends HeldAttempt {
   controller: AbortController;
   done: Promise<void>;
-  /** The handler returned and its outcome is being recorded; the fenced finish decides from here. */
-  recording: boolean;
-  /** The last renewal that succeeded, plus the lease length (ms since epoch). */
-  leaseValidUntil: number;
-  /** The lease is no longer renewed: lost to another worker, or left to expire by a wedged handler. */
-  leaseGivenUp: boolean;
 }
 
 /**
@@ -128,7 +121,7 @@ export class Worker {
   /** Shutdown has stopped waiting: outcomes still unrecorded are given up. */
   #gaveUp = false;
   #loop: Promise<void> | null = null;
-  #heartbeat: NodeJS.Timeout | null = null;
+  readonly #leases: LeaseKeeper;
 
   constructor(options: WorkerOptions) {
     this.#db = options.db;
@@ -152,6 +145,18 @@ export class Worker {
         process.exit(70);
       });
     this.#record = createOutcomeRecorder(this.#db, { inFlight: WRITES_IN_FLIGHT });
+    this.#leases = new LeaseKeeper({
+      db: this.#db,
+      leaseMs: this.#leaseMs,
+      now: this.#now,
+      log: this.#log,
+      held: () => this.#running.values(),
+      onLost: (attempt) => {
+        this.#stats.leaseLost += 1;
+        this.#log.warn({ operation_id: attempt.operation.id }, 'lease lost; aborting the attempt');
+        (attempt as RunningAttempt).controller.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
+      },
+    });
   }
 
   get stats(): WorkerStats {
@@ -161,20 +166,7 @@ export class Worker {
   start(): void {
     if (this.#loop) return;
     this.#loop = this.#claimLoop();
-    this.#scheduleHeartbeat(this.#renewEveryMs());
-  }
-
-  #renewEveryMs(): number {
-    return Math.max(50, Math.floor(this.#leaseMs / 3));
-  }
-
-  /** Renews every third of a lease; after a failed renewal, every second, to win back leases as soon as the store is back. */
-  #scheduleHeartbeat(delayMs: number): void {
-    if (this.#gaveUp) return;
-    this.#heartbeat = setTimeout(() => {
-      void this.#renewLeases().then((ok) => this.#scheduleHeartbeat(ok ? this.#renewEveryMs() : Math.min(1000, this.#renewEveryMs())));
-    }, delayMs);
-    this.#heartbeat.unref();
+    this.#leases.start();
   }
 
   /** Something may be claimable now (a new operation was accepted, or becomes due). */
@@ -208,7 +200,7 @@ export class Worker {
       this.#log.info({ aborted: running.length, still_running: this.#running.size }, 'aborted attempts still running at the end of the grace period');
     }
     this.#gaveUp = true;
-    if (this.#heartbeat) clearTimeout(this.#heartbeat);
+    this.#leases.stop();
   }
 
   /** The most attempts of `type` this worker would start now (slots promised to claims under way count as taken). */
@@ -432,35 +424,6 @@ export class Worker {
       await this.#dispatcher.dispatch(next, `after_${ended.id}`);
     } catch (error) {
       this.#log.warn({ err: error, ordering_key: ended.orderingKey }, 'could not wake the next operation on the key; the reconciler will');
-    }
-  }
-
-  /** Renews every lease still held, including those of handlers that are stopping; true unless the store failed. */
-  async #renewLeases(): Promise<boolean> {
-    const held = [...this.#running.values()].filter((a) => !a.leaseGivenUp);
-    if (held.length === 0) return true;
-    const renewedAt = Date.now();
-    try {
-      const lost = await extendLeases(
-        this.#db,
-        held.map((a) => ({ operationId: a.operation.id, fencingToken: a.operation.fencingToken })),
-        new Date(this.#now().getTime() + this.#leaseMs),
-      );
-      for (const attempt of held) if (!lost.has(attempt.operation.id)) attempt.leaseValidUntil = renewedAt + this.#leaseMs;
-      for (const id of lost) {
-        const attempt = this.#running.get(id);
-        // An attempt whose finish committed while the renewal ran looks lost to it; only a handler
-        // still running can lose its lease (a finish that lost it says so itself, fenced).
-        if (!attempt || attempt.recording || attempt.leaseGivenUp) continue;
-        attempt.leaseGivenUp = true;
-        this.#stats.leaseLost += 1;
-        this.#log.warn({ operation_id: id }, 'lease lost; aborting the attempt');
-        attempt.controller.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
-      }
-      return true;
-    } catch (error) {
-      this.#log.warn({ err: error }, 'lease renewal failed');
-      return false;
     }
   }
 }
