@@ -72,13 +72,12 @@ async function lockDueHeads(tx: Queryable, options: ClaimOptions): Promise<Opera
        AND o.type = ANY($3::text[])
        AND ($4::timestamptz IS NULL OR o.updated_at <= $4)
        AND NOT (o.ordering_key = ANY($5::text[]))
-       AND ${IS_HEAD_OF_KEY}
+       AND ${HEAD_WITH_KEY_LOCK}
      ORDER BY o.seq
      LIMIT $2
      FOR UPDATE OF o SKIP LOCKED`,
     [options.now().toISOString(), options.limit, [...options.types], staleBefore(options), [...(options.busyKeys ?? [])]],
   );
-  await tx.query('SET LOCAL enable_sort = on');
   return rows;
 }
 
@@ -97,7 +96,7 @@ async function lockNamedHeads(tx: Queryable, options: ClaimOptions): Promise<Ope
        AND o.state = 'PENDING' AND o.run_at <= $1
        AND o.type = ANY($4::text[])
        AND NOT (o.ordering_key = ANY($5::text[]))
-       AND ${IS_HEAD_OF_KEY}
+       AND ${HEAD_WITH_KEY_LOCK}
      ORDER BY o.seq
      LIMIT $2
      FOR UPDATE OF o SKIP LOCKED`,
@@ -107,24 +106,23 @@ async function lockNamedHeads(tx: Queryable, options: ClaimOptions): Promise<Ope
 }
 
 /**
- * The head check above reads committed rows only: if X (earlier on a key) commits after Y, and
- * another claimer has claimed Y without committing yet, X still looks like a head. So each
- * candidate's key is locked for the rest of this transaction (a claimer that holds it is skipped,
- * not waited for), and the head check runs again in a statement that starts after the lock is
- * held, so it sees every claim on the key committed before ours.
+ * The head check reads committed rows only: if X (earlier on a key) commits after Y, and another
+ * claimer has claimed Y without committing yet, X still looks like a head. So a candidate's key is
+ * locked for the rest of the claim transaction as the candidate is found (a claimer that holds it
+ * is skipped, not waited for; CASE keeps the lock to rows that pass the head check), and
+ * {@link keepHeadsOfKeysWeHold} checks the head again in a statement that starts after the lock is
+ * held, so it sees every claim on the key committed before ours. The lock is taken in the candidate
+ * query, not in a statement of its own: one round trip less per claim (quick 10-key drain on
+ * PostgreSQL, 468 ops/s with its own statement, 536-562 without; 627-678 before the lock existed).
  */
+const HEAD_WITH_KEY_LOCK = `CASE WHEN ${IS_HEAD_OF_KEY} THEN pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key)) ELSE false END`;
+
+/** The candidates that are still heads, seen from a snapshot taken after their keys were locked. */
 async function keepHeadsOfKeysWeHold(tx: Queryable, candidates: OperationRow[]): Promise<OperationRow[]> {
   if (candidates.length === 0) return [];
-  const ids = candidates.map((row) => row.id);
-  const { rows: held } = await tx.query<{ id: string }>(
-    `SELECT o.id FROM operations o
-     WHERE o.id = ANY($1::uuid[]) AND pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key))`,
-    [ids],
-  );
-  if (held.length === 0) return [];
   const { rows: heads } = await tx.query<{ id: string }>(
     `SELECT o.id FROM operations o WHERE o.id = ANY($1::uuid[]) AND ${IS_HEAD_OF_KEY}`,
-    [held.map((row) => row.id)],
+    [candidates.map((row) => row.id)],
   );
   const keep = new Set(heads.map((row) => row.id));
   return candidates.filter((row) => keep.has(row.id));

@@ -305,9 +305,13 @@ export class Worker {
     }
   }
 
-  /** Keys with a handler still running in this process (see ClaimOptions.busyKeys). */
+  /**
+   * Keys with a handler still running in this process (see ClaimOptions.busyKeys). An attempt whose
+   * handler has stopped and whose outcome is being written does not count: the store's head check
+   * covers it, and the next operation on its key may be claimed here as soon as the write commits.
+   */
   #busyKeys(): string[] {
-    return [...new Set([...this.#running.values()].map((a) => a.operation.orderingKey))];
+    return [...new Set([...this.#running.values()].filter((a) => !a.recording).map((a) => a.operation.orderingKey))];
   }
 
   /** Runs one claimed attempt; resolves when its handler has stopped and its outcome is recorded (or given up on). */
