@@ -4,8 +4,6 @@ import { OpsdError } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
 import { isStoreUnavailable } from '../store/storeErrors.js';
 
-export { isStoreUnavailable };
-
 /** Seconds a client should wait before retrying when the store is unreachable. */
 export const UNAVAILABLE_RETRY_AFTER_S = 5;
 
