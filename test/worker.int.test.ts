@@ -295,10 +295,30 @@ describeEachBackend('worker', (db) => {
   });
 
   it('the projection equals a fold of the events, for every operation in the store', async () => {
-    const harness = startWorker(db(), [demoEcho as never]);
+    // A history of its own with every kind of transition, so the check never leans on other tests.
+    const reject = defineOperation({ type: 'test.fold-reject', handle: () => { throw new RejectError('NO', 'no'); } });
+    const flaky = defineOperation({
+      type: 'test.fold-flaky',
+      backoff: { baseMs: 1, maxMs: 1 },
+      handle: ({ operation }) => {
+        if (operation.attempt === 1) throw new Error('once');
+        return 'second';
+      },
+    });
+    const broken = defineOperation({ type: 'test.fold-broken', backoff: { baseMs: 1, maxMs: 1 }, handle: () => { throw new Error('always'); } });
+    const harness = startWorker(db(), [demoEcho as never, reject as never, flaky as never, broken as never]);
     try {
-      const ops = await harness.submit(Array.from({ length: 30 }, () => ({ externalId: uniqueId(), payload: { x: 1 } })));
+      const ops = await harness.submit([
+        ...Array.from({ length: 10 }, () => ({ externalId: uniqueId(), payload: { x: 1 }, type: harness.types[0] })),
+        ...Array.from({ length: 5 }, () => ({ externalId: uniqueId(), payload: null, type: harness.types[1] })),
+        ...Array.from({ length: 5 }, () => ({ externalId: uniqueId(), payload: null, type: harness.types[2] })),
+        ...Array.from({ length: 5 }, () => ({ externalId: uniqueId(), payload: null, type: harness.types[3], maxAttempts: 2 })),
+      ]);
+      const [later] = await harness.submit({ externalId: uniqueId(), payload: null, runAt: new Date(Date.now() + 3_600_000).toISOString() });
+      const [cancelled] = await harness.submit({ externalId: uniqueId(), payload: null, runAt: new Date(Date.now() + 3_600_000).toISOString() });
+      await applyCommands(db(), [{ operationId: cancelled!.id, command: { kind: 'cancel', now: new Date().toISOString() } }]);
       for (const op of ops) await harness.settled(op.id);
+      assert.equal((await getOperation(db(), later!.id))?.status, 'PENDING');
     } finally {
       await harness.worker.stop(1000);
     }
@@ -309,7 +329,9 @@ describeEachBackend('worker', (db) => {
       byOperation.set(stored.operationId, [...(byOperation.get(stored.operationId) ?? []), stored.event]);
     }
     const { rows } = await db().query<OperationRow>('SELECT * FROM operations');
-    assert.ok(rows.length >= 200, `expected the operations of every test so far, got ${rows.length}`);
+    assert.ok(rows.length >= 27, `expected at least this test's operations, got ${rows.length}`);
+    const states = new Set(rows.map((r) => r.state));
+    for (const state of ['COMPLETED', 'REJECTED', 'FAILED', 'PENDING', 'CANCELLED'] as const) assert.ok(states.has(state), `no ${state} operation to fold`);
     for (const row of rows) {
       const { seq: _seq, ...projected } = rowToOperation(row);
       const folded = foldEvents(byOperation.get(row.id) ?? []);
