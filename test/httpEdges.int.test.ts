@@ -59,6 +59,34 @@ function rawRequest(port: number, chunks: string[], { gapMs = 0, limitMs = 15_00
   });
 }
 
+/**
+ * Sends a body of `bytes` without reading anything until the whole body is written, then reads the
+ * answer: a server that answers and closes while the body still comes in resets the connection,
+ * and the reset throws away the answer the client had not read yet.
+ */
+async function uploadThenRead(port: number, bytes: number): Promise<{ status: number | null; error: string | null }> {
+  const socket = connect(port, '127.0.0.1');
+  let received = '';
+  let error: string | null = null;
+  socket.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.pause();
+  socket.write(`POST /v1/operations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${bytes}\r\n\r\n`);
+  const chunk = Buffer.alloc(64 * 1024, 'a');
+  for (let sent = 0; sent < bytes && !socket.destroyed; sent += chunk.length) {
+    if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve).once('close', resolve));
+  }
+  socket.on('data', (data) => (received += data.toString()));
+  socket.resume();
+  await new Promise((resolve) => {
+    socket.once('close', resolve);
+    setTimeout(resolve, 5000);
+  });
+  socket.destroy();
+  const status = /^HTTP\/1\.1 (\d{3})/.exec(received)?.[1];
+  return { status: status ? Number(status) : null, error };
+}
+
 const get = (path: string) => [`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`];
 
 describe('HTTP edges answer with opsd codes on every server [pglite]', () => {
@@ -129,6 +157,15 @@ describe('HTTP edges answer with opsd codes on every server [pglite]', () => {
       const answer = await rawRequest(server.port(), trickle, { gapMs: 250 });
       assert.equal(answer.status, 408, server.name);
       assert.equal(answer.body?.error?.code, 'OPSD_ERR_REQUEST_TIMEOUT', server.name);
+    }
+  });
+
+  it('a client that uploads its whole body before reading can read its 413', async () => {
+    for (const server of servers) {
+      for (let i = 0; i < 3; i += 1) {
+        const answer = await uploadThenRead(server.port(), 4 * 1024 * 1024);
+        assert.equal(answer.status, 413, `${server.name}: ${JSON.stringify(answer)}`);
+      }
     }
   });
 
