@@ -34,12 +34,17 @@ export async function startPrivateRedis() {
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
   let server = spawn('redis-server', args, { stdio: 'ignore' });
   const url = `redis://127.0.0.1:${port}`;
+  // Ours, not whatever else may have taken the port meanwhile: only the server started here runs in `dir`.
+  const isOurs = async (client: Redis) => {
+    const [, runsIn] = (await client.config('GET', 'dir')) as [string, string];
+    return runsIn === dir;
+  };
   const ping = async () => {
     const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     client.on('error', () => {});
     try {
       await client.connect();
-      return (await client.ping()) === 'PONG';
+      return (await client.ping()) === 'PONG' && (await isOurs(client));
     } catch {
       return false;
     } finally {
@@ -55,10 +60,15 @@ export async function startPrivateRedis() {
   };
   return {
     url,
-    async flushAll() {
+    /** Empties this server, after checking it is the one started here; never any other Redis. */
+    async flushOwnServer() {
       const client = new Redis(url, { maxRetriesPerRequest: 1 });
-      await client.flushall();
-      client.disconnect();
+      try {
+        if (!(await isOurs(client))) throw new Error(`refusing to flush ${url}: it is not the redis-server this test started`);
+        await client.flushall();
+      } finally {
+        client.disconnect();
+      }
     },
     stop,
     async restart() {
