@@ -93,6 +93,22 @@ describe('queue faults [postgres + redis]', { skip: serversSkip }, () => {
     }
   });
 
+  it('reconciler passes over an operation still waiting in the queue do not queue it again', async () => {
+    const prefix = redisPrefix();
+    const dispatcher = createBullmqDispatcher({ redisUrl: process.env.REDIS_URL as string, prefix });
+    try {
+      const op = await accept();
+      const reconciler = createReconciler({ db: handle.db, dispatcher, logger: testLogger(), staleMs: 0 });
+      await reconciler.runOnce();
+      await reconciler.runOnce();
+      await reconciler.runOnce();
+      const waiting = (await dispatcher.queue(type).getWaiting()).filter((job) => job.data.operationId === op.id);
+      assert.equal(waiting.length, 1, 'one job per operation, however many passes');
+    } finally {
+      await dispatcher.close();
+    }
+  });
+
   it('with Redis not answering, a submission is answered 202 and health says degraded', async (t) => {
     const { proxy, url } = await frozenRedisUrl();
     proxy.freeze();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { alwaysHealthy, type Dispatcher } from '../src/dispatch/dispatcher.js';
-import { createReconciler } from '../src/dispatch/reconciler.js';
+import { createReconciler, RECONCILE_CAUSE } from '../src/dispatch/reconciler.js';
 import { acceptOperations } from '../src/store/acceptOperations.js';
 import type { DispatchTarget } from '../src/store/findClaimableHeads.js';
 import { describeEachBackend } from './support/backends.js';
@@ -41,6 +41,6 @@ describeEachBackend('reconciler', (db) => {
     const woken = ids();
     for (const { operation } of due) assert.ok(woken.has(operation.id), `due operation ${operation.id} not woken`);
     for (const { operation } of scheduled) assert.ok(!woken.has(operation.id), 'an operation scheduled for later was woken early');
-    assert.ok(calls.every((c) => c.cause?.startsWith('reconcile-')), 'wake-ups carry a cause, so an old job with the same id cannot swallow them');
+    assert.ok(calls.every((c) => c.cause === RECONCILE_CAUSE), 'wake-ups carry a cause, so an old job with the same id cannot swallow them');
   });
 });

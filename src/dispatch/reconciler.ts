@@ -4,12 +4,17 @@ import type { Db } from '../store/db.js';
 import { findClaimableHeads } from '../store/findClaimableHeads.js';
 import type { Dispatcher } from './dispatcher.js';
 
+/** The cause of every reconciler wake-up: one per operation version, however many passes see it. */
+export const RECONCILE_CAUSE = 'reconcile';
+
 /**
  * Dispatches again every due operation that could run but that nobody touched for `staleMs`: a
  * crash between commit and enqueue, a flushed or restarted Redis, a wake-up that lost a race, a
  * job that failed and pinned its id. It pages through every such head, however many operations
- * scheduled for later come before them. Its wake-ups carry a cause of their own, so an old job
- * with the same id, whatever its state, never swallows them.
+ * scheduled for later come before them. Its wake-ups carry a cause of their own (`reconcile`), so
+ * a job kept under the plain id by an older deployment cannot swallow them, while passes over an
+ * operation that still waits in the queue add nothing (failed and finished jobs are removed, so
+ * their ids are free again).
  */
 export function createReconciler(options: {
   db: Db;
@@ -22,12 +27,10 @@ export function createReconciler(options: {
   const staleMs = options.staleMs ?? 5000;
   const batchSize = options.batchSize ?? 1000;
   const now = options.now ?? (() => new Date());
-  let pass = 0;
   return {
     name: 'reconciler',
     async runOnce() {
       const at = now();
-      const cause = `reconcile-${at.getTime().toString(36)}-${(pass += 1)}`;
       let total = 0;
       let afterSeq: number | undefined;
       for (;;) {
@@ -38,7 +41,7 @@ export function createReconciler(options: {
           ...(afterSeq !== undefined ? { afterSeq } : {}),
         });
         if (forgotten.length === 0) break;
-        await options.dispatcher.dispatch(forgotten, cause);
+        await options.dispatcher.dispatch(forgotten, RECONCILE_CAUSE);
         total += forgotten.length;
         afterSeq = forgotten[forgotten.length - 1]?.seq;
         if (forgotten.length < batchSize) break;
