@@ -6,6 +6,7 @@ import { decodeDispatchNotice, DISPATCH_CHANNEL } from './dispatch/notifyDispatc
 import { createReconciler } from './dispatch/reconciler.js';
 import { runPeriodically } from './lib/periodic.js';
 import type { Db } from './store/db.js';
+import { findOtherLeaseHolders } from './store/findOtherLeaseHolders.js';
 import { openDb } from './store/openDb.js';
 import { waitForStore } from './store/waitForStore.js';
 import { startHealthServer } from './worker/healthServer.js';
@@ -63,7 +64,7 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
       ...(liveness
         ? { ownersWithoutLiveness: () => liveness.findOwnersWithoutLiveness(db) }
         : // Embedded: the data folder is locked to this process, so any other holder is a dead predecessor.
-          { ownersWithoutLiveness: () => findOtherOwners(db, worker?.id ?? ''), ownerGoneAfterMs: 0 }),
+          { ownersWithoutLiveness: () => findOtherLeaseHolders(db, worker?.id ?? ''), ownerGoneAfterMs: 0 }),
     });
     // Twice a second: a dead worker's operations should run again within a few seconds.
     const rescuerInterval = Math.max(250, Math.min(500, Math.floor(config.leaseMs / 2)));
@@ -231,15 +232,6 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
 
   return { role, url, healthUrl, app, db, worker, dispatcher, logger, isLeader: duties.isLeader, stop };
-}
-
-/** Lease holders other than `self` (embedded: a process that ran on this folder before). */
-async function findOtherOwners(db: Db, self: string): Promise<string[]> {
-  const { rows } = await db.query<{ lease_owner: string }>(
-    `SELECT DISTINCT lease_owner FROM operations WHERE state = 'PROCESSING' AND lease_owner IS NOT NULL AND lease_owner <> $1`,
-    [self],
-  );
-  return rows.map((row) => row.lease_owner);
 }
 
 /** Operations waiting to run (PENDING), as the store sees them. */

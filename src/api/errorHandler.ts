@@ -60,8 +60,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       return sendError(reply, 'OPSD_ERR_VALIDATION', error.message);
     }
     const unexpected = unexpectedError(error, request.log);
-    reply.headers(unexpected.headers);
-    return sendError(reply, unexpected.error.code, unexpected.error.message);
+    return sendError(reply, unexpected.code, unexpected.message);
   });
 
   app.setNotFoundHandler((request, reply) => {

@@ -2,7 +2,6 @@ import type { FastifyInstance } from 'fastify';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { Db } from '../store/db.js';
 import { sendError } from './errorHandler.js';
-import { UNAVAILABLE_RETRY_AFTER_S } from './httpErrors.js';
 import { storeReadiness } from '../store/storeReadiness.js';
 
 /**
@@ -22,7 +21,6 @@ export function registerHealthRoutes(app: FastifyInstance, db: Db, dispatcher: D
       const dispatch = dispatcher.health();
       return dispatch.status === 'ok' ? { status: 'ready' } : { status: 'degraded', checks: { dispatch: dispatch.reason ?? 'degraded' } };
     }
-    reply.header('retry-after', String(UNAVAILABLE_RETRY_AFTER_S));
     return sendError(reply, 'OPSD_ERR_UNAVAILABLE', readiness.reason);
   });
 }

@@ -4,9 +4,6 @@ import { OpsdError } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
 import { isStoreUnavailable } from '../store/storeErrors.js';
 
-/** Seconds a client should wait before retrying when the store is unreachable. */
-export const UNAVAILABLE_RETRY_AFTER_S = 5;
-
 /** The JSON body of every error reply: `{"error":{"code","message","details"?}}`. */
 export function errorBody(error: OpsdError): { error: { code: string; message: string; details?: Json } } {
   return { error: { code: error.code, message: error.message, ...(error.details !== undefined ? { details: error.details } : {}) } };
@@ -19,17 +16,15 @@ export function validationError(validate: ValidateFunction, prefix = ''): OpsdEr
 }
 
 /**
- * What a client is told about an error opsd did not raise on purpose: 503 with Retry-After when
- * the store is unreachable (logged as a warning), 500 otherwise (logged as an error).
+ * What a client is told about an error opsd did not raise on purpose: 503 when the store is
+ * unreachable (logged as a warning; its Retry-After comes with the code, see RETRY_AFTER_S), 500
+ * otherwise (logged as an error).
  */
-export function unexpectedError(error: unknown, log: Pick<BaseLogger, 'warn' | 'error'>): { error: OpsdError; headers: Record<string, string> } {
+export function unexpectedError(error: unknown, log: Pick<BaseLogger, 'warn' | 'error'>): OpsdError {
   if (isStoreUnavailable(error)) {
     log.warn({ err: error }, 'store unavailable');
-    return {
-      error: new OpsdError('OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later'),
-      headers: { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) },
-    };
+    return new OpsdError('OPSD_ERR_UNAVAILABLE', 'the store is unavailable; retry later');
   }
   log.error({ err: error }, 'request failed');
-  return { error: new OpsdError('OPSD_ERR_INTERNAL', 'internal error'), headers: {} };
+  return new OpsdError('OPSD_ERR_INTERNAL', 'internal error');
 }

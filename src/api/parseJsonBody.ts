@@ -1,6 +1,7 @@
 import sjson from 'secure-json-parse';
 import { OpsdError } from '../domain/errors.js';
 import { checkJsonText, findJsonTextProblems } from '../domain/safeJsonText.js';
+import { toStorableText } from '../domain/storableJson.js';
 
 /**
  * A request body as JSON, on every HTTP server opsd runs. Refused with a 400 and a code when it is
@@ -45,7 +46,7 @@ function parseJson(text: string): unknown {
 export function checkStorableStrings(values: unknown, part: string): void {
   if (typeof values !== 'object' || values === null) return;
   for (const [name, value] of Object.entries(values)) {
-    if (typeof value === 'string' && (value.includes('\u0000') || !value.isWellFormed())) {
+    if (typeof value === 'string' && toStorableText(value) !== value) {
       throw new OpsdError('OPSD_ERR_UNSTORABLE_TEXT', `${part} parameter "${name}" holds NUL or a lone surrogate`, { path: `${part}/${name}` });
     }
   }

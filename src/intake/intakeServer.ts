@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import type { Ajv } from 'ajv';
 import type { Logger } from 'pino';
-import { errorBody, unexpectedError, UNAVAILABLE_RETRY_AFTER_S, validationError } from '../api/httpErrors.js';
+import { errorBody, unexpectedError, validationError } from '../api/httpErrors.js';
 import { answerClientError, drainRequest, serverTimeouts } from '../api/clientErrors.js';
 import { parseBatchBody, parseJsonBody } from '../api/parseJsonBody.js';
 import { batchSchema, newOperationSchema } from '../api/schemas.js';
@@ -61,13 +61,13 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
   async function handle(request: IncomingMessage): Promise<SubmissionReply> {
     const path = (request.url ?? '/').split('?')[0] as string;
     if (closing) {
-      return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', 'shutting down'), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S), connection: 'close' });
+      return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', 'shutting down'), { connection: 'close' });
     }
     if (request.method === 'GET' && path === '/health/live') return { status: 200, headers: {}, body: { status: 'live' } };
     if (request.method === 'GET' && path === '/health/ready') {
       const readiness = await storeReadiness(options.db);
       if (readiness.ready) return { status: 200, headers: {}, body: { status: 'ready' } };
-      return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', readiness.reason), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) });
+      return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', readiness.reason));
     }
     const route = request.method === 'POST' ? routes[path] : undefined;
     if (!route) {
@@ -160,8 +160,7 @@ function errorReply(error: unknown, logger: Logger): SubmissionReply {
     const headers: Record<string, string> = error.code === 'OPSD_ERR_PAYLOAD_TOO_LARGE' ? { connection: 'close' } : {};
     return replyOf(error, headers);
   }
-  const unexpected = unexpectedError(error, logger);
-  return replyOf(unexpected.error, unexpected.headers);
+  return replyOf(unexpectedError(error, logger));
 }
 
 function send(response: ServerResponse, reply: SubmissionReply): void {

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { storeReadiness } from '../store/storeReadiness.js';
 import type { Db } from '../store/db.js';
+import { RETRY_AFTER_S } from '../domain/errors.js';
 import type { DispatchHealth } from '../dispatch/dispatcher.js';
 import type { Worker } from './worker.js';
 
@@ -54,7 +55,7 @@ export async function startHealthServer(options: {
 
   const server: Server = createServer((request, response) => {
     const send = (status: number, body: unknown) => {
-      response.writeHead(status, { 'content-type': 'application/json', ...(status === 503 ? { 'retry-after': '5' } : {}) });
+      response.writeHead(status, { 'content-type': 'application/json', ...(status === 503 ? { 'retry-after': String(RETRY_AFTER_S.OPSD_ERR_UNAVAILABLE) } : {}) });
       response.end(JSON.stringify(body));
     };
     const path = (request.url ?? '/').split('?')[0];
