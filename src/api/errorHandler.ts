@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { drainRequest, RouteTable } from './clientErrors.js';
+import { drainRequest } from './clientErrors.js';
+import { RouteTable } from './routeTable.js';
 import { ERROR_CATALOG, OpsdError, RETRY_AFTER_S, type ErrorCode } from '../domain/errors.js';
 import type { Json } from '../domain/operation.js';
 import { unexpectedError } from './httpErrors.js';
