@@ -7,7 +7,7 @@ import { defineOperation } from '../src/worker/defineOperation.js';
 import { RejectError, RetryError } from '../src/worker/handlerErrors.js';
 import { MAX_RETRY_DELAY_MS } from '../src/worker/runAttempt.js';
 import { describeEachBackend, postgresBackend } from './support/backends.js';
-import { gate, uniqueId, waitFor } from './support/helpers.js';
+import { concurrencyProbe, gate, uniqueId, waitFor } from './support/helpers.js';
 import { startTcpProxy, throughProxy } from './support/tcpProxy.js';
 import { startWorker } from './support/workerHarness.js';
 
@@ -231,16 +231,9 @@ describeEachBackend('attempt safety', (db) => {
   });
 
   it('never runs more handlers at once than its concurrency, limited types included', async () => {
-    let running = 0;
-    let peak = 0;
-    const track = async () => {
-      running += 1;
-      peak = Math.max(peak, running);
-      await sleep(30);
-      running -= 1;
-    };
-    const plain = defineOperation({ type: 'test.plain', handle: track });
-    const limited = defineOperation({ type: 'test.limited', handle: track });
+    const probe = concurrencyProbe(30);
+    const plain = defineOperation({ type: 'test.plain', handle: probe.run });
+    const limited = defineOperation({ type: 'test.limited', handle: probe.run });
     // Plain takes up to 4 and limited up to 3: sized apart, they would run 7 at once.
     const harness = startWorker(db(), [plain as never, limited as never], (types) => ({
       concurrency: 4,
@@ -252,8 +245,8 @@ describeEachBackend('attempt safety', (db) => {
         Array.from({ length: 40 }, (_, i) => ({ externalId: uniqueId(), payload: null, type: harness.types[i % 2] })),
       );
       for (const op of ops) assert.equal((await harness.settled(op.id)).status, 'COMPLETED');
-      assert.ok(peak <= 4, `peak of ${peak} handlers at once with a concurrency of 4`);
-      assert.ok(peak >= 2, 'operations ran in parallel');
+      assert.ok(probe.peak <= 4, `peak of ${probe.peak} handlers at once with a concurrency of 4`);
+      assert.ok(probe.peak >= 2, 'operations ran in parallel');
     } finally {
       await harness.worker.stop(1000);
     }

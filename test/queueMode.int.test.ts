@@ -8,7 +8,7 @@ import { defineOperation } from '../src/worker/defineOperation.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
 import { postgresBackend, serversSkip, type TestDb } from './support/backends.js';
-import { testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { concurrencyProbe, testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { redisPrefix } from './support/scaleout.js';
 
 /** A worker fed by BullMQ, as `opsd worker` runs it with REDIS_URL. */
@@ -87,19 +87,8 @@ describe('queue mode across workers [postgres + redis]', { skip: serversSkip }, 
 
   it('a per-type limit holds when the work comes through queue jobs', async () => {
     const type = `test.limited-${uniqueId()}`;
-    let running = 0;
-    let peak = 0;
-    const registry = new HandlerRegistry().register(
-      defineOperation({
-        type,
-        handle: async () => {
-          running += 1;
-          peak = Math.max(peak, running);
-          await new Promise((resolve) => setTimeout(resolve, 30));
-          running -= 1;
-        },
-      }) as never,
-    );
+    const probe = concurrencyProbe(30);
+    const registry = new HandlerRegistry().register(defineOperation({ type, handle: probe.run }) as never);
     const worker = queueWorker(handle, registry, redisPrefix(), { concurrency: 8, typeConcurrency: { [type]: 2 } });
     try {
       const accepted = (
@@ -107,8 +96,8 @@ describe('queue mode across workers [postgres + redis]', { skip: serversSkip }, 
       ).map((r) => r.operation);
       await worker.dispatcher.dispatch(accepted);
       for (const op of accepted) await waitFor('completion', async () => (await getOperation(handle.db, op.id))?.status === 'COMPLETED');
-      assert.ok(peak <= 2, `peak of ${peak} with a type limit of 2`);
-      assert.equal(peak, 2, 'the limit was reached, so it was the limit that held');
+      assert.ok(probe.peak <= 2, `peak of ${probe.peak} with a type limit of 2`);
+      assert.equal(probe.peak, 2, 'the limit was reached, so it was the limit that held');
     } finally {
       await worker.stop();
     }

@@ -14,7 +14,7 @@ import { RejectError, RetryError } from '../src/worker/handlerErrors.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
 import { describeEachBackend } from './support/backends.js';
-import { testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { concurrencyProbe, testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { startWorker } from './support/workerHarness.js';
 
 let upstream: Server;
@@ -265,21 +265,9 @@ describeEachBackend('worker', (db) => {
   });
 
   it('a per-type limit caps that type below the global concurrency', async () => {
-    let running = 0;
-    let peak = 0;
+    const probe = concurrencyProbe(40);
     const type = uniqueId('test.limited');
-    const registry = new HandlerRegistry().register(
-      defineOperation({
-        type,
-        handle: async () => {
-          running += 1;
-          peak = Math.max(peak, running);
-          await new Promise((resolve) => setTimeout(resolve, 40));
-          running -= 1;
-          return null;
-        },
-      }) as never,
-    );
+    const registry = new HandlerRegistry().register(defineOperation({ type, handle: probe.run }) as never);
     const worker = new Worker({ db: db(), registry, logger: testLogger(), concurrency: 10, typeConcurrency: { [type]: 2 }, pollIntervalMs: 20 });
     worker.start();
     try {
@@ -288,7 +276,7 @@ describeEachBackend('worker', (db) => {
       for (const { operation } of accepted) {
         await waitFor(`operation ${operation.id} completed`, async () => (await getOperation(db(), operation.id))?.status === 'COMPLETED');
       }
-      assert.equal(peak, 2, 'two at a time, never more');
+      assert.equal(probe.peak, 2, 'two at a time, never more');
     } finally {
       await worker.stop(1000);
     }

@@ -55,3 +55,22 @@ export function gate() {
   });
   return { opened, open };
 }
+
+/** A handler body that takes `ms` and records the most handlers that ran at once (`peak`). */
+export function concurrencyProbe(ms: number) {
+  let running = 0;
+  const probe = {
+    peak: 0,
+    async run(): Promise<null> {
+      running += 1;
+      probe.peak = Math.max(probe.peak, running);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, ms));
+      } finally {
+        running -= 1;
+      }
+      return null;
+    },
+  };
+  return probe;
+}
