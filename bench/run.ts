@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { accept, bareHttp, bareInsert, drain, endToEnd, roles, type Mode, type Settings } from './scenarios.js';
+import { drainPeer, PEERS } from './peers.js';
 import { median, type Sample } from './support.js';
 
 const quick = process.argv.includes('--quick');
@@ -51,12 +52,20 @@ for (const mode of modes.filter((m) => m !== 'embedded')) {
     for (const workers of workerCounts) await step(`drain ${mode} ${workers}w ${keys}`, () => drain(mode, workers, keys, settings));
   }
 }
+// The peers drain the same number of no-op jobs as the distinct-key drains, one after another.
+for (const peer of PEERS) {
+  const needs = peer === 'bullmq' ? settings.redisUrl : settings.databaseUrl;
+  if (needs) await step(`drain peer ${peer}`, () => drainPeer(peer, settings));
+  else console.log(`skipping peer ${peer}: ${peer === 'bullmq' ? 'REDIS_URL' : 'DATABASE_URL'} is not set`);
+}
 await step('roles', () => roles(settings));
 
 const medianOf = (scenario: string, mode: string) => {
   const found = samples.find((s) => s.scenario === scenario && s.mode === mode);
   return found ? median(found.values) : undefined;
 };
+const peerMedians = PEERS.map((peer) => [peer, medianOf(`drain ${settings.drainCount} no-op jobs`, peer)] as const).filter((p): p is readonly [typeof p[0], number] => p[1] !== undefined);
+const bestPeer = peerMedians.reduce<readonly [string, number] | null>((best, p) => (best === null || p[1] > best[1] ? p : best), null);
 const rows = samples.map((s) => {
   const m = median(s.values);
   let baseline: string | null = null;
@@ -64,6 +73,10 @@ const rows = samples.map((s) => {
   if (s.scenario === 'accept' && s.metric === 'req/s') {
     const http = medianOf('bare-http', 'baseline');
     if (http) [baseline, ratio] = ['bare-http', m / http];
+  }
+  // opsd's drains on distinct keys against the fastest peer of this run.
+  if (bestPeer && s.scenario.startsWith('drain') && s.scenario.endsWith('distinct keys') && s.mode !== 'embedded') {
+    [baseline, ratio] = [`best peer (${bestPeer[0]})`, m / bestPeer[1]];
   }
   return { scenario: s.scenario, mode: s.mode, metric: s.metric, median: m, min: Math.min(...s.values), max: Math.max(...s.values), unit: s.unit, runs: s.values.length, baseline, ratio };
 });
