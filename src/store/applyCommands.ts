@@ -26,9 +26,9 @@ export async function applyCommands(db: Db, commands: readonly AddressedCommand[
   const ids = [...new Set(commands.map((c) => c.operationId))];
   return db.transaction(async (tx) => {
     const { rows } = await tx.query<OperationRow>(
-      `SELECT * FROM operations WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)
+      `SELECT * FROM operations WHERE id = ANY($1::uuid[])
        ORDER BY id FOR UPDATE`,
-      [JSON.stringify(ids)],
+      [ids],
     );
     const current = new Map(rows.map((row) => [row.id, rowToOperation(row)]));
     const original = new Map(current);

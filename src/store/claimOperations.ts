@@ -1,8 +1,10 @@
 import { decide } from '../domain/decide.js';
+import { evolve } from '../domain/evolve.js';
+import type { OperationState } from '../domain/operation.js';
 import type { Db, Queryable } from './db.js';
 import { IS_HEAD_OF_KEY } from './headOfKey.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
-import { saveTransitions } from './saveTransitions.js';
+import { writeTransitions } from './saveTransitions.js';
 
 /** First key of the per-key claim locks (`pg_try_advisory_xact_lock(namespace, hash of the key)`). */
 export const CLAIM_LOCK_NAMESPACE = 7_424_101;
@@ -47,15 +49,19 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<St
   if (options.limit <= 0 || options.types.length === 0) return [];
   return db.transaction(async (tx) => {
     const candidates = options.operationIds ? await lockNamedHeads(tx, options) : await lockDueHeads(tx, options);
-    const rows = await keepHeadsOfKeysWeHold(tx, candidates);
+    if (candidates.length === 0) return [];
     const lockedAt = options.now();
     const now = lockedAt.toISOString();
     const leaseExpiresAt = new Date(lockedAt.getTime() + options.leaseMs).toISOString();
-    const transitions = rows.map(rowToOperation).map((before) => ({
+    const transitions = candidates.map(rowToOperation).map((before) => ({
       before,
       events: decide({ kind: 'start', now, leaseOwner: options.leaseOwner, leaseExpiresAt }, before),
     }));
-    return saveTransitions(tx, transitions);
+    // The write checks the head again (see HEAD_WITH_KEY_LOCK) and starts only what still is one.
+    const started = await writeTransitions(tx, transitions, 'heads');
+    return transitions
+      .filter((t) => started.has(t.before.id))
+      .map((t) => ({ ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) }));
   });
 }
 
@@ -109,21 +115,10 @@ async function lockNamedHeads(tx: Queryable, options: ClaimOptions): Promise<Ope
  * The head check reads committed rows only: if X (earlier on a key) commits after Y, and another
  * claimer has claimed Y without committing yet, X still looks like a head. So a candidate's key is
  * locked for the rest of the claim transaction as the candidate is found (a claimer that holds it
- * is skipped, not waited for; CASE keeps the lock to rows that pass the head check), and
- * {@link keepHeadsOfKeysWeHold} checks the head again in a statement that starts after the lock is
- * held, so it sees every claim on the key committed before ours. The lock is taken in the candidate
- * query, not in a statement of its own: one round trip less per claim (quick 10-key drain on
- * PostgreSQL, 468 ops/s with its own statement, 536-562 without; 627-678 before the lock existed).
+ * is skipped, not waited for; CASE keeps the lock to rows that pass the head check), and the write
+ * that starts them checks the head again: a statement that starts after the lock is held, so it sees
+ * every claim on the key committed before ours. Both checks ride on statements the claim makes
+ * anyway (quick 10-key drain on PostgreSQL: 468 ops/s with the lock in a statement of its own, 536-562
+ * with the recheck in one, 627-678 before the lock existed).
  */
 const HEAD_WITH_KEY_LOCK = `CASE WHEN ${IS_HEAD_OF_KEY} THEN pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key)) ELSE false END`;
-
-/** The candidates that are still heads, seen from a snapshot taken after their keys were locked. */
-async function keepHeadsOfKeysWeHold(tx: Queryable, candidates: OperationRow[]): Promise<OperationRow[]> {
-  if (candidates.length === 0) return [];
-  const { rows: heads } = await tx.query<{ id: string }>(
-    `SELECT o.id FROM operations o WHERE o.id = ANY($1::uuid[]) AND ${IS_HEAD_OF_KEY}`,
-    [candidates.map((row) => row.id)],
-  );
-  const keep = new Set(heads.map((row) => row.id));
-  return candidates.filter((row) => keep.has(row.id));
-}

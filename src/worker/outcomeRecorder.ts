@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { createMicroBatcher } from '../lib/microBatcher.js';
-import { applyCommands, type AddressedCommand, type CommandResult } from '../store/applyCommands.js';
+import type { CommandResult } from '../store/applyCommands.js';
 import type { Db } from '../store/db.js';
+import { finishAttempts, type FinishedAttempt } from '../store/finishAttempts.js';
 import { isStoreUnavailable } from '../store/storeErrors.js';
 
 /** What the recorder needs to know about the attempt whose outcome it records. */
@@ -20,13 +21,13 @@ export interface RecordingContext {
  * write safe, and giving up would run the handler again once its lease is rescued.
  */
 export function createOutcomeRecorder(db: Db, options: { inFlight: number }) {
-  const apply = createMicroBatcher((commands: AddressedCommand[]) => applyCommands(db, commands), {
+  const apply = createMicroBatcher((attempts: FinishedAttempt[]) => finishAttempts(db, attempts), {
     maxBatch: 500,
     maxInFlight: options.inFlight,
     isolate: (error) => !isStoreUnavailable(error),
   });
 
-  return async function record(command: AddressedCommand, context: RecordingContext): Promise<CommandResult> {
+  return async function record(command: FinishedAttempt, context: RecordingContext): Promise<CommandResult> {
     let current = command;
     let warnedExpiry = false;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
@@ -58,7 +59,7 @@ export function createOutcomeRecorder(db: Db, options: { inFlight: number }) {
 }
 
 /** The same outcome with its free-form parts (result, details) replaced by a note; itself if it has none. */
-function withoutDetails(addressed: AddressedCommand): AddressedCommand {
+function withoutDetails(addressed: FinishedAttempt): FinishedAttempt {
   const { command } = addressed;
   const note = { code: 'OPSD_NOT_STORABLE', message: 'the value could not be stored' };
   switch (command.kind) {

@@ -369,7 +369,7 @@ export class Worker {
 
   async #recordOutcome(attempt: Omit<RunningAttempt, 'done'>, outcome: AttemptOutcome, log: Logger): Promise<void> {
     const result = await this.#record(
-      { operationId: attempt.operation.id, command: outcome },
+      { operationId: attempt.operation.id, command: outcome, claimed: attempt.operation },
       { log, leaseValidUntil: () => attempt.leaseValidUntil, givenUp: () => this.#gaveUp },
     );
     if (!result.ok) {
