@@ -19,6 +19,8 @@ export interface Config {
   concurrency: number;
   /** `OPSD_LEASE_MS`: lease length, default 30000. */
   leaseMs: number;
+  /** `OPSD_POLL_INTERVAL_MS`: longest a worker sleeps between claims when nothing wakes it, default 1000. */
+  pollIntervalMs: number;
   /** `OPSD_GRACE_MS`: how long shutdown waits for running handlers, default 30000. */
   graceMs: number;
   /** `OPSD_BODY_LIMIT`: largest request body in bytes, default 1048576. */
@@ -120,6 +122,7 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
     logLevel,
     concurrency: integer('concurrency', 'OPSD_CONCURRENCY', 10, 1, 10_000),
     leaseMs: integer('leaseMs', 'OPSD_LEASE_MS', 30_000, 100, 86_400_000),
+    pollIntervalMs: integer('pollIntervalMs', 'OPSD_POLL_INTERVAL_MS', 1000, 10, 3_600_000),
     graceMs: integer('graceMs', 'OPSD_GRACE_MS', 30_000, 0, 86_400_000),
     bodyLimit: integer('bodyLimit', 'OPSD_BODY_LIMIT', 1024 * 1024, 1024, 1024 * 1024 * 1024),
     requestTimeoutMs: integer('requestTimeoutMs', 'OPSD_REQUEST_TIMEOUT_MS', 30_000, 1000, 3_600_000),

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
-import { createInProcessDispatcher, type Dispatcher } from './dispatch/dispatcher.js';
-import { decodeDispatchNotice, DISPATCH_CHANNEL } from './dispatch/notifyDispatcher.js';
+import { createInProcessDispatcher, fanOutDispatcher, type Dispatcher } from './dispatch/dispatcher.js';
+import { createNotifyDispatcher, decodeDispatchNotice, DISPATCH_CHANNEL } from './dispatch/notifyDispatcher.js';
 import { createReconciler } from './dispatch/reconciler.js';
 import { runPeriodically } from './lib/periodic.js';
 import type { Db } from './store/db.js';
@@ -149,11 +149,12 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
         concurrency: config.concurrency,
         typeConcurrency,
         leaseMs: config.leaseMs,
+        pollIntervalMs: config.pollIntervalMs,
         source: queued ? 'jobs' : 'poll',
         ...(queued ? { dispatcher: queued } : {}),
       })
     : null;
-  const dispatcher = queued ?? createInProcessDispatcher(worker);
+  const dispatcher = queued ?? pollDispatcher(config, db, worker);
 
   // A worker's health port is up before the store is: it says "not ready" while it waits.
   let duties: Awaited<ReturnType<typeof startLeaderDuties>> | null = null;
@@ -183,10 +184,14 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       ? (await import('./cluster/workerLiveness.js')).holdWorkerLiveness({ databaseUrl: config.databaseUrl, workerId: worker.id, logger })
       : null;
 
+  // What feeds the worker wake-ups from other processes: queue jobs, or NOTIFY on PostgreSQL alone.
   let feeder: { close(): Promise<void> } | null = null;
   if (worker) {
     worker.start();
-    if (config.redisUrl) {
+    if (!config.redisUrl && config.databaseUrl) {
+      const { listenForDispatch } = await import('./dispatch/noticeListener.js');
+      feeder = listenForDispatch({ databaseUrl: config.databaseUrl, worker, logger });
+    } else if (config.redisUrl) {
       const { startJobFeeder } = await import('./dispatch/jobFeeder.js');
       feeder = startJobFeeder({
         worker,
@@ -232,6 +237,17 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
 
   return { role, url, healthUrl, app, db, worker, dispatcher, logger, isLeader: duties.isLeader, stop };
+}
+
+/**
+ * Without Redis, workers claim from PostgreSQL themselves. Accepted and rescued operations wake the
+ * worker of this process at once and, on a server, every other worker process by NOTIFY.
+ */
+function pollDispatcher(config: Config, db: Db, worker: Worker | null): Dispatcher {
+  const local = createInProcessDispatcher(worker);
+  if (!config.databaseUrl) return local;
+  const notify = createNotifyDispatcher(db);
+  return worker ? fanOutDispatcher('notify', [local, notify]) : notify;
 }
 
 /** Operations waiting to run (PENDING), as the store sees them. */

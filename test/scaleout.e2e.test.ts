@@ -183,6 +183,56 @@ describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
   });
 });
 
+describe('scale-out on PostgreSQL alone', { skip: serversSkip }, () => {
+  /** Seconds from `received` to `started`, the longest over the given operations. */
+  async function longestWaitToStart(client: pg.Client, externalIdPrefix: string): Promise<number> {
+    const { rows } = await client.query<{ waited_ms: number | null; n: number }>(
+      `SELECT max(extract(epoch FROM (s.occurred_at - r.occurred_at)) * 1000) AS waited_ms, count(*)::int AS n
+         FROM operation_events r JOIN operation_events s ON s.operation_id = r.operation_id AND s.type = 'started' AND s.seq = 2
+        WHERE r.type = 'received' AND r.external_id LIKE $1 || '%'`,
+      [externalIdPrefix],
+    );
+    return Number(rows[0]?.waited_ms);
+  }
+
+  const listenerPids = async (client: pg.Client) =>
+    (await client.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'opsd-listener'`)).rows.map((r) => r.pid);
+
+  it('workers that poll once a minute start what the api accepts within moments (NOTIFY), also after their listening session is killed', async () => {
+    const d = deployment(() => '');
+    await d.setUp();
+    try {
+      const api = await d.spawn(['api', '--port', '0']);
+      const slowPoll = { OPSD_POLL_INTERVAL_MS: '60000' };
+      await Promise.all([0, 1].map(() => d.spawn(['worker', '--health-port', '0', '--concurrency', '10'], slowPoll)));
+      await waitFor('both workers to listen', async () => (await listenerPids(d.client)).length === 2);
+
+      const submit = async (prefix: string) => {
+        const operations = Array.from({ length: 40 }, (_, i) => ({ type: 'demo.echo', external_id: `${prefix}-${i}`, payload: { i }, ordering_key: `k-${i % 4}` }));
+        const response = await http<{ results: { status: number }[] }>(`${api.url}/v1/operations/batch`, { method: 'POST', body: { operations } });
+        assert.equal(response.status, 200);
+        await waitFor(`${prefix} to complete`, async () => (await d.client.query(`SELECT 1 FROM operations WHERE external_id LIKE $1 || '%' AND state = 'COMPLETED'`, [prefix])).rowCount === 40, { timeoutMs: 20_000 });
+        // Without a wake-up the first of them would wait for a poll, up to 60 s.
+        const waited = await longestWaitToStart(d.client, prefix);
+        assert.ok(waited < 5000, `${prefix}: an operation started ${waited} ms after it was received`);
+      };
+
+      await submit(uniqueId('first'));
+      const before = await listenerPids(d.client);
+      await d.client.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [before]);
+      await waitFor('both listeners to reconnect', async () => {
+        const now = await listenerPids(d.client);
+        return now.length === 2 && now.every((pid) => !before.includes(pid));
+      });
+      await submit(uniqueId('second'));
+      const checked = await checkOrderAndUniqueness(d.client);
+      assert.equal(checked.operations, 80);
+    } finally {
+      await d.tearDown();
+    }
+  });
+});
+
 describe('opsd worker --cluster', { skip: serversSkip }, () => {
   const d = deployment();
   before(() => d.setUp());

@@ -48,3 +48,17 @@ export function createInProcessDispatcher(target: Wakeable | null): Dispatcher {
     async close() {},
   };
 }
+
+/** Hands every dispatch to each of `dispatchers` (a local wake-up and a NOTIFY to other processes). */
+export function fanOutDispatcher(kind: Dispatcher['kind'], dispatchers: readonly Dispatcher[]): Dispatcher {
+  return {
+    kind,
+    async dispatch(operations, cause) {
+      await Promise.all(dispatchers.map((d) => d.dispatch(operations, cause)));
+    },
+    health: alwaysHealthy,
+    async close() {
+      await Promise.all(dispatchers.map((d) => d.close()));
+    },
+  };
+}
