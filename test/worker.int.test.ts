@@ -43,6 +43,27 @@ after(async () => {
 });
 
 describeEachBackend('worker', (db) => {
+  it('the end of an operation and the start of the next on its key are one transaction', async () => {
+    // A minute between polls: nothing but the finish itself can start the next one soon.
+    const harness = startWorker(db(), [demoEcho as never], { concurrency: 4, pollIntervalMs: 60_000 });
+    try {
+      const key = uniqueId('chain');
+      const ops = await harness.submit([0, 1, 2].map((i) => ({ externalId: uniqueId(), payload: { i }, orderingKey: key })));
+      for (const op of ops) assert.equal((await harness.settled(op.id, 10_000)).status, 'COMPLETED');
+      // Rows written by one transaction carry its id in xmin.
+      const { rows } = await db().query<{ operation_id: string; type: string; tx: string }>(
+        `SELECT operation_id, type, xmin::text AS tx FROM operation_events WHERE operation_id = ANY($1::uuid[]) AND type IN ('started', 'completed')`,
+        [ops.map((op) => op.id)],
+      );
+      const tx = (id: string, type: string) => rows.find((r) => r.operation_id === id && r.type === type)?.tx;
+      assert.equal(tx(ops[1]!.id, 'started'), tx(ops[0]!.id, 'completed'));
+      assert.equal(tx(ops[2]!.id, 'started'), tx(ops[1]!.id, 'completed'));
+      assert.notEqual(tx(ops[0]!.id, 'started'), tx(ops[0]!.id, 'completed'));
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
   it('runs operations on one key in acceptance order without overlap, and different keys in parallel', async () => {
     const harness = startWorker(db(), [demoSleep as never], { concurrency: 10 });
     try {

@@ -19,6 +19,15 @@ export interface Transition<S extends OperationState = OperationState> {
  */
 export type WriteGuard = 'all-or-error' | 'current' | 'heads';
 
+/** What the write says about a row it wrote. */
+export interface WrittenRow {
+  /** With the `heads` guard: whether another operation was waiting behind it on its key (false otherwise). */
+  followed: boolean;
+}
+
+/** Whether something waits behind the row on its key: one probe of the active-key index. */
+const FOLLOWED = `EXISTS (SELECT 1 FROM operations n WHERE n.ordering_key = o.ordering_key AND n.state = 'PENDING' AND n.seq > o.seq) AS followed`;
+
 /**
  * Writes transitions in one statement: the projection rows, each guarded by the version it was
  * decided on, and the events of the rows written. Arrays through `unnest` rather than a JSON record
@@ -26,12 +35,12 @@ export type WriteGuard = 'all-or-error' | 'current' | 'heads';
  * two, so a write of many rows is one round trip and, outside a transaction, one commit.
  * Returns the ids written.
  */
-export async function writeTransitions(tx: Queryable, transitions: readonly Transition[], guard: WriteGuard): Promise<Set<string>> {
+export async function writeTransitions(tx: Queryable, transitions: readonly Transition[], guard: WriteGuard): Promise<Map<string, WrittenRow>> {
   const changed = transitions.filter((t) => t.events.length > 0);
-  if (changed.length === 0) return new Set();
+  if (changed.length === 0) return new Map();
   const rows = changed.map((t) => ({ t, state: t.events.reduce<OperationState>(evolve, t.before) }));
   const events = changed.flatMap((t) => t.events.map((event, i) => eventToRecord(t.before.id, t.before.version + i + 1, event)));
-  const { rows: written } = await tx.query<{ id: string }>(
+  const { rows: written } = await tx.query<{ id: string; followed: boolean }>(
     `WITH x AS (
        SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[],
                             $7::timestamptz[], $8::text[], $9::text[], $10::int[], $11::timestamptz[], $12::int[])
@@ -44,14 +53,14 @@ export async function writeTransitions(tx: Queryable, transitions: readonly Tran
          last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at
        FROM x
        WHERE o.id = x.id AND o.version = x.expected_version ${guard === 'heads' ? `AND ${IS_HEAD_OF_KEY}` : ''}
-       RETURNING o.id
+       RETURNING o.id, ${guard === 'heads' ? FOLLOWED : 'false AS followed'}
      ), appended AS (
        INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
        SELECT e.* FROM unnest($13::uuid[], $14::int[], $15::text[], $16::jsonb[], $17::text[], $18::text[], $19::timestamptz[])
          AS e(operation_id, seq, type, data, external_id, payload_hash, occurred_at)
        WHERE e.operation_id IN (SELECT id FROM updated)
      )
-     SELECT id FROM updated`,
+     SELECT id, followed FROM updated`,
     [
       rows.map(({ state }) => state.id),
       rows.map(({ state }) => state.status),
@@ -74,11 +83,11 @@ export async function writeTransitions(tx: Queryable, transitions: readonly Tran
       events.map((e) => e.occurred_at),
     ],
   );
-  const ids = new Set(written.map((row) => row.id));
-  if (guard === 'all-or-error' && ids.size !== rows.length) {
-    throw new Error(`projection write lost a race: updated ${ids.size} of ${rows.length} rows`);
+  const byId = new Map(written.map((row) => [row.id, { followed: row.followed }]));
+  if (guard === 'all-or-error' && byId.size !== rows.length) {
+    throw new Error(`projection write lost a race: updated ${byId.size} of ${rows.length} rows`);
   }
-  return ids;
+  return byId;
 }
 
 /** A JSON value as text for a jsonb cell; SQL NULL for null, as the projection has always stored it. */

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { createMicroBatcher } from '../lib/microBatcher.js';
 import type { CommandResult } from '../store/applyCommands.js';
 import type { Db } from '../store/db.js';
-import { finishAttempts, type FinishedAttempt } from '../store/finishAttempts.js';
+import { finishAttempts, type FinishedAttempt, type SuccessorClaim } from '../store/finishAttempts.js';
+import type { StoredOperation } from '../store/operationRow.js';
 import { isStoreUnavailable } from '../store/storeErrors.js';
 
 /** What the recorder needs to know about the attempt whose outcome it records. */
@@ -20,8 +21,23 @@ export interface RecordingContext {
  * An outcome is retried for as long as the store is unreachable: the fencing token makes a late
  * write safe, and giving up would run the handler again once its lease is rescued.
  */
-export function createOutcomeRecorder(db: Db, options: { inFlight: number }) {
-  const apply = createMicroBatcher((attempts: FinishedAttempt[]) => finishAttempts(db, attempts), {
+export function createOutcomeRecorder(
+  db: Db,
+  options: {
+    inFlight: number;
+    /**
+     * What the worker can start on the keys of operations that end (asked per batch), or null
+     * for nothing; and where the operations started that way go.
+     */
+    successors?: { claim(): SuccessorClaim | null; started(operations: StoredOperation[]): void };
+  },
+) {
+  const finish = async (attempts: FinishedAttempt[]): Promise<CommandResult[]> => {
+    const { results, successors } = await finishAttempts(db, attempts, options.successors?.claim() ?? undefined);
+    if (successors.length > 0) options.successors?.started(successors);
+    return results;
+  };
+  const apply = createMicroBatcher(finish, {
     maxBatch: 500,
     maxInFlight: options.inFlight,
     isolate: (error) => !isStoreUnavailable(error),

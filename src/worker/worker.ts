@@ -10,6 +10,7 @@ import type { Db } from '../store/db.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { findClaimableHeads } from '../store/findClaimableHeads.js';
+import type { SuccessorClaim } from '../store/finishAttempts.js';
 import type { HandlerRegistry } from './handlerRegistry.js';
 import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
@@ -118,6 +119,16 @@ export class Worker {
     leaseLost: 0,
   };
   #stopping = false;
+  /**
+   * Whether the next claim should scan for due work. A scan tests every PENDING row queued behind
+   * busy keys, so after one that came up short it runs again only when something may have changed:
+   * new work was announced, a slot was freed without a successor taking it, or a poll interval passed.
+   */
+  #scanWanted = true;
+  #lastScanShort = false;
+  #lastScanAt = 0;
+  /** Ended attempts whose key's next operation was started by their own finish (their slot is taken). */
+  readonly #handedOver = new Set<string>();
   /** Shutdown has stopped waiting: outcomes still unrecorded are given up. */
   #gaveUp = false;
   #loop: Promise<void> | null = null;
@@ -144,7 +155,10 @@ export class Worker {
         this.#log.fatal({ operation_id: operation.id, type: operation.type }, 'handler did not stop after its signal aborted: exiting so that its lease expires');
         process.exit(70);
       });
-    this.#record = createOutcomeRecorder(this.#db, { inFlight: WRITES_IN_FLIGHT });
+    this.#record = createOutcomeRecorder(this.#db, {
+      inFlight: WRITES_IN_FLIGHT,
+      ...(this.#source === 'poll' ? { successors: { claim: () => this.#successorClaim(), started: (ops) => this.#startSuccessors(ops) } } : {}),
+    });
     this.#leases = new LeaseKeeper({
       db: this.#db,
       leaseMs: this.#leaseMs,
@@ -171,6 +185,7 @@ export class Worker {
 
   /** Something may be claimable now (a new operation was accepted, or becomes due). */
   notify(): void {
+    this.#scanWanted = true;
     this.#wake.notify();
   }
 
@@ -283,6 +298,11 @@ export class Worker {
    * just before it runs, with the slots of the claims before it already counted.
    */
   async #claimOnce(): Promise<void> {
+    const recent = Date.now() - this.#lastScanAt < this.#pollIntervalMs;
+    if (this.#source === 'poll' && !this.#scanWanted && this.#lastScanShort && recent) return;
+    this.#scanWanted = false;
+    this.#lastScanAt = Date.now();
+    this.#lastScanShort = false;
     const types = this.#registry.types();
     const unlimited = types.filter((t) => !this.#typeConcurrency.has(t));
     const groups: { types: string[]; limited?: string }[] = [{ types: unlimited }];
@@ -301,8 +321,30 @@ export class Worker {
           busyKeys: this.#busyKeys(),
         }),
       );
+      if (claimed.length < limit) this.#lastScanShort = true;
       for (const operation of claimed) void this.#startAttempt(operation);
     }
+  }
+
+  /** What a finish may start on the keys of operations that end: types without a limit of their own, and the ended one's. */
+  #successorClaim(): SuccessorClaim | null {
+    if (this.#stopping) return null;
+    return {
+      leaseOwner: this.id,
+      leaseMs: this.#leaseMs,
+      now: this.#now,
+      types: this.#registry.types().filter((t) => !this.#typeConcurrency.has(t)),
+      busyKeys: this.#busyKeys(),
+    };
+  }
+
+  /** Starts operations a finish claimed; each takes the slot of the attempt that ended before it on its key. */
+  #startSuccessors(operations: StoredOperation[]): void {
+    const keys = new Set(operations.map((op) => op.orderingKey));
+    for (const attempt of this.#running.values()) {
+      if (attempt.recording && keys.has(attempt.operation.orderingKey)) this.#handedOver.add(attempt.operation.id);
+    }
+    for (const operation of operations) void this.#startAttempt(operation);
   }
 
   /**
@@ -350,6 +392,8 @@ export class Worker {
       .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
       .finally(() => {
         this.#running.delete(operation.id);
+        // A slot no successor took may serve work a scan would find.
+        if (!this.#handedOver.delete(operation.id)) this.#scanWanted = true;
         this.#wake.notify();
       });
     this.#running.set(operation.id, Object.assign(attempt, { done }));
