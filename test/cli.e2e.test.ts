@@ -143,7 +143,7 @@ export const charge = defineOperation({
 
 describe('opsd doctor', { skip: postgresBackend.skip }, () => {
   it('adds up the connections of a deployment and warns when the server would run out', async () => {
-    const small = await runOpsd(['doctor', '--api', '1', '--worker', '1', '--intake', '1']);
+    const small = await runOpsd(['doctor', '--api', '1', '--worker', '1', '--intake', '1'], { REDIS_URL: 'redis://127.0.0.1:6379' });
     assert.equal(small.code, 0, small.stderr);
     assert.match(small.stdout, /\| api \| 1 \| 26 \| 26 \|/);
     assert.match(small.stdout, /\| worker \| 1 \| 17 \| 17 \|/);
@@ -151,11 +151,15 @@ describe('opsd doctor', { skip: postgresBackend.skip }, () => {
     assert.match(small.stdout, /\| all \| 3 \| \| 48 \|/);
     assert.match(small.stdout, /max_connections \d+/);
 
-    const big = await runOpsd(['doctor', '--api', '10', '--worker', '50', '--cluster', '4']);
+    const big = await runOpsd(['doctor', '--api', '10', '--worker', '50', '--cluster', '4'], { REDIS_URL: 'redis://127.0.0.1:6379' });
     assert.equal(big.code, 1);
     assert.match(big.stdout, /WARNING: this deployment would open 4440 connections/);
 
-    const pooled = await runOpsd(['doctor', '--worker', '2'], { DB_POOL_MAX: '3' });
+    const pooled = await runOpsd(['doctor', '--worker', '2'], { DB_POOL_MAX: '3', REDIS_URL: 'redis://127.0.0.1:6379' });
     assert.match(pooled.stdout, /\| worker \| 2 \| 5 \| 10 \|/);
+
+    // On PostgreSQL alone each worker also listens for accepted operations on a session of its own.
+    const listening = await runOpsd(['doctor', '--worker', '2'], { DB_POOL_MAX: '3', REDIS_URL: '' });
+    assert.match(listening.stdout, /\| worker \| 2 \| 6 \| 12 \|/);
   });
 });

@@ -9,14 +9,17 @@ export interface Deployment {
   cluster: number;
   /** `DB_POOL_MAX`, when it overrides the role defaults. */
   poolMax: number | undefined;
+  /** Whether the deployment dispatches through Redis (`REDIS_URL`); without it workers hold a listening session. */
+  queue: boolean;
 }
 
 /**
  * Connections one process of a role opens at most: its pool, plus the leader-election session
- * (api and worker), plus the liveness session (worker).
+ * (api and worker), plus the liveness session (worker), plus, without Redis, the session on which
+ * a worker listens for accepted operations.
  */
-export function connectionsPerProcess(role: Exclude<Role, 'start'>, poolMax: number | undefined): number {
-  const sessions = role === 'intake' ? 0 : role === 'worker' ? 2 : 1;
+export function connectionsPerProcess(role: Exclude<Role, 'start'>, poolMax: number | undefined, queue: boolean): number {
+  const sessions = role === 'intake' ? 0 : role === 'worker' ? (queue ? 2 : 3) : 1;
   return (poolMax ?? POOL_DEFAULTS[role]) + sessions;
 }
 
@@ -41,7 +44,7 @@ export async function runDoctor(databaseUrl: string, deployment: Deployment, pri
 
   const rows = (['api', 'worker', 'intake'] as const).map((role) => {
     const processes = deployment[role] * deployment.cluster;
-    const each = connectionsPerProcess(role, deployment.poolMax);
+    const each = connectionsPerProcess(role, deployment.poolMax, deployment.queue);
     return { role, processes, each, total: processes * each };
   });
   const total = rows.reduce((sum, row) => sum + row.total, 0);

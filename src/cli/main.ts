@@ -139,7 +139,7 @@ program
     const { runDoctor } = await import('./doctor.js');
     const code = await runDoctor(
       config.databaseUrl,
-      { api: counts.api ?? 0, worker: counts.worker ?? 0, intake: counts.intake ?? 0, cluster: counts.cluster ?? 1, poolMax: config.dbPoolMax },
+      { api: counts.api ?? 0, worker: counts.worker ?? 0, intake: counts.intake ?? 0, cluster: counts.cluster ?? 1, poolMax: config.dbPoolMax, queue: config.redisUrl !== undefined },
       (line) => console.log(line),
     );
     process.exitCode = code;
