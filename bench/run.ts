@@ -44,6 +44,7 @@ await step('bare-insert embedded', () => bareInsert('embedded', settings));
 if (settings.databaseUrl) await step('bare-insert postgres', () => bareInsert('postgres', settings));
 for (const mode of modes) await step(`accept ${mode}`, () => accept(mode, settings));
 for (const mode of modes) await step(`end-to-end ${mode}`, () => endToEnd(mode, settings));
+if (modes.includes('postgres')) await step('end-to-end postgres api + worker', () => endToEnd('postgres', settings, 'separate'));
 await step('drain embedded', () => drain('embedded', 1, 'distinct', settings));
 if (!quick) await step('drain embedded 10 keys', () => drain('embedded', 1, 10, settings));
 for (const mode of modes.filter((m) => m !== 'embedded')) {
@@ -74,12 +75,21 @@ const rows = samples.map((s) => {
     const http = medianOf('bare-http', 'baseline');
     if (http) [baseline, ratio] = ['bare-http', m / http];
   }
+  if (s.scenario === 'batch-accept' && s.metric === 'ops/s') {
+    const insert = medianOf('bare-insert', s.mode === 'embedded' ? 'embedded' : 'postgres');
+    if (insert) [baseline, ratio] = ['bare-insert', m / insert];
+  }
   // opsd's drains on distinct keys against the fastest peer of this run.
   if (bestPeer && s.scenario.startsWith('drain') && s.scenario.endsWith('distinct keys') && s.mode !== 'embedded') {
     [baseline, ratio] = [`best peer (${bestPeer[0]})`, m / bestPeer[1]];
   }
   return { scenario: s.scenario, mode: s.mode, metric: s.metric, median: m, min: Math.min(...s.values), max: Math.max(...s.values), unit: s.unit, runs: s.values.length, baseline, ratio };
 });
+// Drains with separate worker processes against one worker process on PostgreSQL, same run.
+const onePostgresWorker = medianOf(`drain 1w ${settings.drainCount} ops, distinct keys`, 'postgres');
+for (const row of rows.filter((r) => r.scenario === `drain 2w ${settings.drainCount} ops, distinct keys`)) {
+  if (onePostgresWorker) rows.push({ ...row, metric: 'ops/s vs 1 worker', baseline: '1 worker on PostgreSQL', ratio: row.median / onePostgresWorker });
+}
 // accept is also compared with the durable single-insert rate of its own store.
 for (const row of rows.filter((r) => r.scenario === 'accept' && r.metric === 'req/s')) {
   const insert = medianOf('bare-insert', row.mode === 'embedded' ? 'embedded' : 'postgres');
