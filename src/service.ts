@@ -139,8 +139,8 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   let draining = false;
 
   const typeConcurrency = { ...registry.typeConcurrency(), ...config.typeConcurrency };
-  // Through Redis, workers announce retries and successors themselves; in-process, the dispatcher pokes the worker.
-  const queued = config.redisUrl ? await createQueueDispatcher(config.redisUrl, config.redisPrefix) : null;
+  // What reaches worker processes other than this one: BullMQ jobs, or NOTIFY on PostgreSQL alone.
+  const remote = config.redisUrl ? await createQueueDispatcher(config.redisUrl, config.redisPrefix) : config.databaseUrl ? createNotifyDispatcher(db) : null;
   const worker = runsWorker
     ? new Worker({
         db,
@@ -150,11 +150,12 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
         typeConcurrency,
         leaseMs: config.leaseMs,
         pollIntervalMs: config.pollIntervalMs,
-        source: queued ? 'jobs' : 'poll',
-        ...(queued ? { dispatcher: queued } : {}),
+        ...(remote ? { announceTo: remote } : {}),
       })
     : null;
-  const dispatcher = queued ?? pollDispatcher(config, db, worker);
+  // Accepted and rescued operations wake the worker of this process at once, and the others through `remote`.
+  const local = createInProcessDispatcher(worker);
+  const dispatcher = remote ? (worker ? fanOutDispatcher(remote.kind, [local, remote]) : remote) : local;
 
   // A worker's health port is up before the store is: it says "not ready" while it waits.
   let duties: Awaited<ReturnType<typeof startLeaderDuties>> | null = null;
@@ -199,8 +200,6 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
         redisUrl: config.redisUrl,
         prefix: config.redisPrefix,
         logger,
-        concurrency: config.concurrency,
-        typeConcurrency,
       });
     }
   }
@@ -237,17 +236,6 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
 
   return { role, url, healthUrl, app, db, worker, dispatcher, logger, isLeader: duties.isLeader, stop };
-}
-
-/**
- * Without Redis, workers claim from PostgreSQL themselves. Accepted and rescued operations wake the
- * worker of this process at once and, on a server, every other worker process by NOTIFY.
- */
-function pollDispatcher(config: Config, db: Db, worker: Worker | null): Dispatcher {
-  const local = createInProcessDispatcher(worker);
-  if (!config.databaseUrl) return local;
-  const notify = createNotifyDispatcher(db);
-  return worker ? fanOutDispatcher('notify', [local, notify]) : notify;
 }
 
 /** Operations waiting to run (PENDING), as the store sees them. */

@@ -51,9 +51,10 @@ describe('BullMQ dispatch [postgres + redis]', { skip: serversSkip }, () => {
     const prefix = redisPrefix();
     const redisUrl = process.env.REDIS_URL as string;
     dispatcher = createBullmqDispatcher({ redisUrl, prefix });
-    worker = new Worker({ db: handle.db, registry, logger: testLogger(), source: 'jobs', dispatcher, concurrency: 4 });
+    // Polling once a minute: jobs are the only wake-ups this worker gets from outside.
+    worker = new Worker({ db: handle.db, registry, logger: testLogger(), announceTo: dispatcher, concurrency: 4, pollIntervalMs: 60_000 });
     worker.start();
-    feeder = startJobFeeder({ worker, types: registry.types(), redisUrl, prefix, logger: testLogger(), concurrency: 4, typeConcurrency: {} });
+    feeder = startJobFeeder({ worker, types: registry.types(), redisUrl, prefix, logger: testLogger() });
   });
   after(async () => {
     await Promise.all([feeder.close(), worker.stop(1000)]);
@@ -95,6 +96,34 @@ describe('BullMQ dispatch [postgres + redis]', { skip: serversSkip }, () => {
     const failed = events.find((e) => e.type === 'attempt_failed')!;
     const second = events.filter((e) => e.type === 'started')[1]!;
     assert.ok(Date.parse(second.at) >= Date.parse(failed.at) + 400, 'the retry waited for its delay');
+  });
+
+  it('a batch of due operations is one job, and that one job gets all of them run', async () => {
+    const accept = async (count: number, runAt?: string) =>
+      (await acceptOperations(handle.db, Array.from({ length: count }, (_, i) => ({ externalId: uniqueId(), type, payload: { i }, maxAttempts: 3, ...(runAt ? { runAt } : {}) })), new Date())).map((a) => a.operation);
+    // On a prefix nobody consumes: what the dispatcher puts on the queue.
+    const unread = createBullmqDispatcher({ redisUrl: process.env.REDIS_URL as string, prefix: redisPrefix() });
+    try {
+      const due = await accept(40);
+      await unread.dispatch(due);
+      const waiting = await unread.queue(type).getWaiting();
+      assert.equal(waiting.length, 1);
+      assert.deepEqual([...waiting[0]!.data.operationIds].sort(), due.map((op) => op.id).sort());
+      const later = await accept(3, new Date(Date.now() + 60_000).toISOString());
+      await unread.dispatch(later);
+      assert.equal(await unread.queue(type).getDelayedCount(), 3, 'an operation due later gets a wake-up of its own at run_at');
+    } finally {
+      await unread.queue(type).obliterate({ force: true });
+      await unread.close();
+    }
+
+    const ops = await accept(40);
+    await dispatcher.dispatch(ops);
+    await waitFor('all 40 to complete', async () => {
+      for (const op of ops) if ((await getOperation(handle.db, op.id))?.status !== 'COMPLETED') return false;
+      return true;
+    });
+    for (const op of ops) assert.equal(runs.get(op.id), 1);
   });
 
   it('re-enqueueing the same operation version is a no-op while its job waits', async () => {

@@ -87,7 +87,7 @@ describe('queue faults [postgres + redis]', { skip: serversSkip }, () => {
       const reconciler = createReconciler({ db: handle.db, dispatcher, logger: testLogger(), staleMs: 0 });
       await reconciler.runOnce();
       const waiting = await queue.getWaiting();
-      assert.ok(waiting.some((job) => job.data.operationId === op.id), 'the forgotten operation was queued');
+      assert.ok(waiting.some((job) => job.data.operationIds.includes(op.id)), 'the forgotten operation was queued');
     } finally {
       await dispatcher.close();
     }
@@ -102,7 +102,7 @@ describe('queue faults [postgres + redis]', { skip: serversSkip }, () => {
       await reconciler.runOnce();
       await reconciler.runOnce();
       await reconciler.runOnce();
-      const waiting = (await dispatcher.queue(type).getWaiting()).filter((job) => job.data.operationId === op.id);
+      const waiting = (await dispatcher.queue(type).getWaiting()).filter((job) => job.data.operationIds.includes(op.id));
       assert.equal(waiting.length, 1, 'one job per operation, however many passes');
     } finally {
       await dispatcher.close();
@@ -142,10 +142,8 @@ describe('queue faults [postgres + redis]', { skip: serversSkip }, () => {
       db: handle.db,
       registry,
       logger: testLogger(),
-      source: 'jobs',
-      dispatcher,
+      announceTo: dispatcher,
       pollIntervalMs: 100,
-      staleAfterMs: 300,
     });
     worker.start();
     t.after(async () => {

@@ -11,14 +11,17 @@ import { postgresBackend, serversSkip, type TestDb } from './support/backends.js
 import { concurrencyProbe, testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { redisPrefix } from './support/scaleout.js';
 
-/** A worker fed by BullMQ, as `opsd worker` runs it with REDIS_URL. */
+/**
+ * A worker fed by BullMQ, as `opsd worker` runs it with REDIS_URL, except that it polls once a
+ * minute: queue jobs and its own finishes are the only wake-ups it gets.
+ */
 function queueWorker(handle: TestDb, registry: HandlerRegistry, prefix: string, options: { concurrency: number; typeConcurrency?: Record<string, number> }) {
   const redisUrl = process.env.REDIS_URL as string;
   const dispatcher = createBullmqDispatcher({ redisUrl, prefix });
   const typeConcurrency = options.typeConcurrency ?? {};
-  const worker = new Worker({ db: handle.db, registry, logger: testLogger(), source: 'jobs', dispatcher, concurrency: options.concurrency, typeConcurrency });
+  const worker = new Worker({ db: handle.db, registry, logger: testLogger(), announceTo: dispatcher, concurrency: options.concurrency, typeConcurrency, pollIntervalMs: 60_000 });
   worker.start();
-  const feeder = startJobFeeder({ worker, types: registry.types(), redisUrl, prefix, logger: testLogger(), concurrency: options.concurrency, typeConcurrency });
+  const feeder = startJobFeeder({ worker, types: registry.types(), redisUrl, prefix, logger: testLogger() });
   return {
     worker,
     dispatcher,

@@ -3,12 +3,18 @@ import type { DispatchTarget } from '../store/findClaimableHeads.js';
 import type { DispatchHealth, Dispatcher } from './dispatcher.js';
 import { raceTimeout, withTimeout } from '../lib/withTimeout.js';
 import { closeQuietly } from './closeQuietly.js';
-import { jobId, queueName } from './queueNames.js';
+import { batchJobId, jobId, queueName } from './queueNames.js';
 
-/** The data a job carries: only the operation id. Everything else is read from PostgreSQL. */
+/**
+ * The data a job carries: the operations it announces (for whoever reads the queue). A job is a
+ * wake-up; what runs is decided by a claim in PostgreSQL.
+ */
 export interface OperationJob {
-  operationId: string;
+  operationIds: string[];
 }
+
+/** Most operations one wake-up job names. */
+const MAX_IDS_PER_JOB = 500;
 
 export interface BullmqDispatcherOptions {
   redisUrl: string;
@@ -45,8 +51,10 @@ export class DispatchTimeoutError extends Error {
 const DEGRADED_FOR_MS = 10_000;
 
 /**
- * Dispatch through BullMQ: one job per operation version on the queue of its type, delayed until
- * `run_at`. Finished jobs are removed at once, failed ones too, so an id is free again whatever
+ * Dispatch through BullMQ: on the queue of each type, one wake-up job per dispatched batch of due
+ * operations, and one per operation due later, delayed until its `run_at`. Job ids are derived
+ * from the operations and their versions, so dispatching the same thing again while its job waits
+ * is a no-op. Finished jobs are removed at once, failed ones too, so an id is free again whatever
  * happened to its job. Every dispatch is bounded by `timeoutMs`: a caller never waits on Redis.
  */
 export function createBullmqDispatcher(options: BullmqDispatcherOptions): Dispatcher & { queue(type: string): Queue } {
@@ -70,24 +78,33 @@ export function createBullmqDispatcher(options: BullmqDispatcherOptions): Dispat
   };
 
   const enqueue = async (operations: readonly DispatchTarget[], cause: string | undefined) => {
-    const byType = new Map<string, DispatchTarget[]>();
-    for (const op of operations) {
-      const group = byType.get(op.type);
-      if (group) group.push(op);
-      else byType.set(op.type, [op]);
-    }
     const at = now().getTime();
-    await Promise.all(
-      [...byType].map(([type, ops]) =>
-        queue(type).addBulk(
-          ops.map((op) => ({
-            name: 'run',
-            data: { operationId: op.id },
-            opts: { jobId: jobId(op.id, op.version, cause), delay: Math.max(0, Date.parse(op.runAt) - at) },
-          })),
-        ),
-      ),
-    );
+    const jobsByType = new Map<string, { name: string; data: OperationJob; opts: { jobId: string; delay: number } }[]>();
+    const add = (type: string, job: { name: string; data: OperationJob; opts: { jobId: string; delay: number } }) => {
+      const jobs = jobsByType.get(type);
+      if (jobs) jobs.push(job);
+      else jobsByType.set(type, [job]);
+    };
+    const dueByType = new Map<string, DispatchTarget[]>();
+    for (const op of operations) {
+      const delay = Math.max(0, Date.parse(op.runAt) - at);
+      if (delay > 0) {
+        // A wake-up of its own at run_at.
+        add(op.type, { name: 'run', data: { operationIds: [op.id] }, opts: { jobId: jobId(op.id, op.version, cause), delay } });
+        continue;
+      }
+      const due = dueByType.get(op.type);
+      if (due) due.push(op);
+      else dueByType.set(op.type, [op]);
+    }
+    // Operations due now: one wake-up per type and batch, so a batch costs Redis one job.
+    for (const [type, due] of dueByType) {
+      for (let i = 0; i < due.length; i += MAX_IDS_PER_JOB) {
+        const chunk = due.slice(i, i + MAX_IDS_PER_JOB);
+        add(type, { name: 'run', data: { operationIds: chunk.map((op) => op.id) }, opts: { jobId: batchJobId(chunk, cause), delay: 0 } });
+      }
+    }
+    await Promise.all([...jobsByType].map(([type, jobs]) => queue(type).addBulk(jobs)));
   };
 
   return {

@@ -56,7 +56,7 @@ export function fanOutDispatcher(kind: Dispatcher['kind'], dispatchers: readonly
     async dispatch(operations, cause) {
       await Promise.all(dispatchers.map((d) => d.dispatch(operations, cause)));
     },
-    health: alwaysHealthy,
+    health: () => dispatchers.map((d) => d.health()).find((h) => h.status !== 'ok') ?? HEALTHY,
     async close() {
       await Promise.all(dispatchers.map((d) => d.close()));
     },

@@ -23,15 +23,11 @@ export interface ClaimOptions {
   leaseMs: number;
   /** Only these operation types (the ones this worker has handlers and free slots for). */
   types: readonly string[];
-  /** Only these operations (a queue job names the one it is for). Default: any. */
-  operationIds?: readonly string[];
   /**
    * Only the heads of these keys, each also of the type given with it (the type of the operation
    * that just ended there, whose slot its successor takes) besides `types`.
    */
   successorsOf?: readonly { orderingKey: string; type: string }[];
-  /** Only operations nobody touched for this long, in ms (work whose wake-up was lost). Default: any. */
-  unchangedFor?: number;
   /**
    * Ordering keys this worker still runs a handler on, whatever the store says: an attempt whose
    * lease was rescued may still be running here, and nothing on its key may start beside it.
@@ -61,11 +57,7 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<Cl
 /** {@link claimOperations} inside the caller's transaction (a finish that also starts what follows on its keys). */
 export async function claimInTransaction(tx: Queryable, options: ClaimOptions): Promise<ClaimedOperation[]> {
   if (options.limit <= 0) return [];
-  const candidates = options.successorsOf
-    ? await lockHeadsOfKeys(tx, options)
-    : options.operationIds
-      ? await lockNamedHeads(tx, options)
-      : await lockDueHeads(tx, options);
+  const candidates = options.successorsOf ? await lockHeadsOfKeys(tx, options) : await lockDueHeads(tx, options);
   if (candidates.length === 0) return [];
   const lockedAt = options.now();
   const now = lockedAt.toISOString();
@@ -127,37 +119,12 @@ async function lockDueHeads(tx: Queryable, options: ClaimOptions): Promise<Opera
     `SELECT o.* FROM operations o
      WHERE o.state = 'PENDING' AND o.run_at <= $1
        AND o.type = ANY($3::text[])
-       AND ($4::timestamptz IS NULL OR o.updated_at <= $4)
-       AND NOT (o.ordering_key = ANY($5::text[]))
+       AND NOT (o.ordering_key = ANY($4::text[]))
        AND ${HEAD_WITH_KEY_LOCK}
      ORDER BY o.seq
      LIMIT $2
      FOR UPDATE OF o SKIP LOCKED`,
-    [options.now().toISOString(), options.limit, [...options.types], staleBefore(options), [...(options.busyKeys ?? [])]],
-  );
-  return rows;
-}
-
-function staleBefore(options: ClaimOptions): string | null {
-  return options.unchangedFor === undefined ? null : new Date(options.now().getTime() - options.unchangedFor).toISOString();
-}
-
-/**
- * The operations queue jobs name, if they are due heads. Looked up by primary key: walking the
- * PENDING index for a few ids cost 32 ms per claim with 50,000 PENDING.
- */
-async function lockNamedHeads(tx: Queryable, options: ClaimOptions): Promise<OperationRow[]> {
-  const { rows } = await tx.query<OperationRow>(
-    `SELECT o.* FROM operations o
-     WHERE o.id = ANY($3::uuid[])
-       AND o.state = 'PENDING' AND o.run_at <= $1
-       AND o.type = ANY($4::text[])
-       AND NOT (o.ordering_key = ANY($5::text[]))
-       AND ${HEAD_WITH_KEY_LOCK}
-     ORDER BY o.seq
-     LIMIT $2
-     FOR UPDATE OF o SKIP LOCKED`,
-    [options.now().toISOString(), options.limit, [...(options.operationIds ?? [])], [...options.types], [...(options.busyKeys ?? [])]],
+    [options.now().toISOString(), options.limit, [...options.types], [...(options.busyKeys ?? [])]],
   );
   return rows;
 }

@@ -17,7 +17,7 @@ export interface FinishedAttempt extends AddressedCommand {
  * Starting the operation that follows an ended one on its key, in the finish's own transaction.
  * `types`: the types the worker may start besides the ended one's (whose slot the successor takes).
  */
-export type SuccessorClaim = Omit<ClaimOptions, 'limit' | 'successorsOf' | 'operationIds' | 'unchangedFor'>;
+export type SuccessorClaim = Omit<ClaimOptions, 'limit' | 'successorsOf'>;
 
 export interface FinishResult {
   /** Per attempt, in order. */

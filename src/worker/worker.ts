@@ -2,14 +2,12 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
-import { createMicroBatcher } from '../lib/microBatcher.js';
 import { WakeSignal } from '../lib/wakeSignal.js';
 import { raceTimeout } from '../lib/withTimeout.js';
 import { claimOperations } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
-import { findClaimableHeads } from '../store/findClaimableHeads.js';
 import type { SuccessorClaim } from '../store/finishAttempts.js';
 import type { HandlerRegistry } from './handlerRegistry.js';
 import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
@@ -26,20 +24,14 @@ export interface WorkerOptions {
   /** Attempts of one type run at the same time, by type. Default: only the global limit. */
   typeConcurrency?: Readonly<Record<string, number>>;
   /**
-   * `poll`: the worker claims from PostgreSQL itself (embedded, or no Redis).
-   * `jobs`: it claims what queue jobs name, through `runJob`, and every `pollIntervalMs` it also
-   * claims due operations nobody touched for `staleAfterMs`, so that work whose job was lost, or
-   * cannot be delivered while Redis is away, still runs within seconds. Default `poll`.
+   * Where operations this worker puts back to PENDING (retries, releases at shutdown) are announced
+   * to other processes (BullMQ, or NOTIFY). Default: nowhere; they are found by polls.
    */
-  source?: 'poll' | 'jobs';
-  /** Where retries and the next operation on a key are announced (in `jobs` mode). */
-  dispatcher?: Dispatcher;
+  announceTo?: Dispatcher;
   /** How long a claim holds without renewal, in ms. Renewed every third of it. Default 30000. */
   leaseMs?: number;
   /** Longest sleep between claims when nothing wakes the worker, in ms. Default 1000. */
   pollIntervalMs?: number;
-  /** In `jobs` mode, how long a due operation waits untouched before the worker claims it without a job. Default 1000. */
-  staleAfterMs?: number;
   /** Lease owner name. Default `hostname:pid:random`. */
   workerId?: string;
   /**
@@ -70,9 +62,9 @@ export interface WorkerStats {
 }
 
 /**
- * Claim and finish transactions a worker runs at once, each kind. Outcomes and queue jobs arrive a
- * few per tick; letting them wait for the transaction under way makes one larger transaction
- * instead of many small ones that contend for the same rows, indexes and WAL flushes.
+ * Finish transactions a worker runs at once. Outcomes arrive a few per tick; letting them wait for
+ * the transaction under way makes one larger transaction instead of many small ones that contend
+ * for the same rows, indexes and WAL flushes.
  */
 const WRITES_IN_FLIGHT = 2;
 
@@ -93,16 +85,12 @@ export class Worker {
   readonly #log: Logger;
   readonly #concurrency: number;
   readonly #typeConcurrency: ReadonlyMap<string, number>;
-  readonly #source: 'poll' | 'jobs';
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #announceTo: Dispatcher | undefined;
   readonly #leaseMs: number;
   readonly #pollIntervalMs: number;
-  readonly #staleAfterMs: number;
   readonly #now: () => Date;
   readonly #random: () => number;
   readonly #wake = new WakeSignal();
-  /** In `jobs` mode the stale-work poll sleeps on this one: finishes must not wake it, only stop. */
-  readonly #stopSignal = new WakeSignal();
   readonly #running = new Map<string, RunningAttempt>();
   readonly #wedgedAfterMs: number;
   readonly #onWedged: (operation: StoredOperation) => void;
@@ -139,11 +127,9 @@ export class Worker {
     this.#registry = options.registry;
     this.#concurrency = options.concurrency ?? 10;
     this.#typeConcurrency = new Map(Object.entries(options.typeConcurrency ?? {}));
-    this.#source = options.source ?? 'poll';
-    this.#dispatcher = options.dispatcher;
+    this.#announceTo = options.announceTo;
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#pollIntervalMs = options.pollIntervalMs ?? 1000;
-    this.#staleAfterMs = options.staleAfterMs ?? 1000;
     this.#now = options.now ?? (() => new Date());
     this.#random = options.random ?? Math.random;
     this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -157,7 +143,7 @@ export class Worker {
       });
     this.#record = createOutcomeRecorder(this.#db, {
       inFlight: WRITES_IN_FLIGHT,
-      ...(this.#source === 'poll' ? { successors: { claim: () => this.#successorClaim(), started: (ops) => this.#startSuccessors(ops) } } : {}),
+      successors: { claim: () => this.#successorClaim(), started: (ops) => this.#startSuccessors(ops) },
     });
     this.#leases = new LeaseKeeper({
       db: this.#db,
@@ -204,7 +190,6 @@ export class Worker {
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     this.#wake.notify();
-    this.#stopSignal.notify();
     await this.#loop;
     const allDone = () => Promise.allSettled([...this.#running.values()].map((a) => a.done));
     if ((await raceTimeout(allDone(), graceMs)) === 'timeout') {
@@ -239,46 +224,6 @@ export class Worker {
     }
   }
 
-  /**
-   * Claims the operation a queue job names, if it can run now (due, at the head of its key, not
-   * already taken), runs it and resolves once the outcome is recorded. A duplicated or stale job
-   * claims nothing and resolves false.
-   */
-  async runJob(operationId: string, type?: string): Promise<boolean> {
-    if (this.#stopping) throw new Error('worker is stopping');
-    // Full (the stale-work poll took the slots): skip; the operation is found by that poll later.
-    if (this.freeSlots(type) <= 0) return false;
-    const operation = await this.#withReservedSlots(1, type, () => this.#claimById(operationId));
-    if (!operation) return false;
-    await this.#startAttempt(operation);
-    return true;
-  }
-
-  /**
-   * Jobs that arrive in the same tick share one claim transaction. The same id twice in a batch
-   * (a duplicated job) is claimed once: the second caller gets nothing, so its job runs nothing.
-   */
-  readonly #claimById = createMicroBatcher(
-    async (ids: string[]): Promise<(StoredOperation | null)[]> => {
-      const claimed = await claimOperations(this.#db, {
-        limit: ids.length,
-        now: this.#now,
-        leaseOwner: this.id,
-        leaseMs: this.#leaseMs,
-        types: this.#registry.types(),
-        operationIds: [...new Set(ids)],
-        busyKeys: this.#busyKeys(),
-      });
-      const unclaimed = new Map(claimed.map((op) => [op.id, op]));
-      return ids.map((id) => {
-        const operation = unclaimed.get(id) ?? null;
-        unclaimed.delete(id);
-        return operation;
-      });
-    },
-    { maxBatch: 500, maxInFlight: WRITES_IN_FLIGHT },
-  );
-
   async #claimLoop(): Promise<void> {
     while (!this.#stopping) {
       try {
@@ -287,7 +232,7 @@ export class Worker {
         this.#log.error({ err: error }, 'claim failed; retrying');
       }
       if (this.#stopping) break;
-      await (this.#source === 'jobs' ? this.#stopSignal : this.#wake).wait(this.#pollIntervalMs);
+      await this.#wake.wait(this.#pollIntervalMs);
       // Let the finishes of this tick land first: one claim for many free slots, not one per slot.
       if (this.#running.size > 0) await new Promise((resolve) => setImmediate(resolve));
     }
@@ -299,7 +244,7 @@ export class Worker {
    */
   async #claimOnce(): Promise<void> {
     const recent = Date.now() - this.#lastScanAt < this.#pollIntervalMs;
-    if (this.#source === 'poll' && !this.#scanWanted && this.#lastScanShort && recent) return;
+    if (!this.#scanWanted && this.#lastScanShort && recent) return;
     this.#scanWanted = false;
     this.#lastScanAt = Date.now();
     this.#lastScanShort = false;
@@ -317,7 +262,6 @@ export class Worker {
           now: this.#now,
           leaseOwner: this.id,
           leaseMs: this.#leaseMs,
-          ...(this.#source === 'jobs' ? { unchangedFor: this.#staleAfterMs } : {}),
           busyKeys: this.#busyKeys(),
         }),
       );
@@ -450,28 +394,16 @@ export class Worker {
       default:
         log.warn({ state: after.status }, 'unexpected state after outcome');
     }
-    await this.#announceNextOnKey(after);
-  }
-
-  /** In `jobs` mode, queue jobs are the only wake-up other workers get. */
-  async #announce(operations: StoredOperation[], cause?: string): Promise<void> {
-    if (this.#source !== 'jobs' || !this.#dispatcher || operations.length === 0) return;
-    await this.#dispatcher.dispatch(operations, cause).catch((error: unknown) => {
-      this.#log.warn({ err: error }, 'dispatch failed; the reconciler will pick these up');
-    });
   }
 
   /**
-   * The operation after `ended` on its key may have been woken while `ended` still ran and found
-   * itself blocked; wake it again, with a job id of its own so it is not merged with that one.
+   * Tells other worker processes about operations this one put back to PENDING: a release at
+   * shutdown should run elsewhere at once, not at the next poll.
    */
-  async #announceNextOnKey(ended: StoredOperation): Promise<void> {
-    if (this.#source !== 'jobs' || !this.#dispatcher) return;
-    try {
-      const next = await findClaimableHeads(this.#db, { orderingKey: ended.orderingKey, limit: 1 });
-      await this.#dispatcher.dispatch(next, `after_${ended.id}`);
-    } catch (error) {
-      this.#log.warn({ err: error, ordering_key: ended.orderingKey }, 'could not wake the next operation on the key; the reconciler will');
-    }
+  async #announce(operations: StoredOperation[]): Promise<void> {
+    if (!this.#announceTo || operations.length === 0) return;
+    await this.#announceTo.dispatch(operations).catch((error: unknown) => {
+      this.#log.warn({ err: error }, 'announcing operations failed; other workers find them at their next poll');
+    });
   }
 }
