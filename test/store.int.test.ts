@@ -5,6 +5,7 @@ import { applyCommands } from '../src/store/applyCommands.js';
 import { claimOperations } from '../src/store/claimOperations.js';
 import type { Db } from '../src/store/db.js';
 import { extendLeases } from '../src/store/extendLeases.js';
+import { finishAttempts } from '../src/store/finishAttempts.js';
 import { migrate } from '../src/store/migrate.js';
 import { getOperation, listEvents, listOperations } from '../src/store/readOperations.js';
 import { rescueExpiredLeases } from '../src/store/rescueExpiredLeases.js';
@@ -20,6 +21,36 @@ async function eventTypes(db: Db, id: string): Promise<string[]> {
 }
 
 describeEachBackend('store', (db) => {
+  it('values that mean something in array and JSON syntax round-trip unchanged through accept, claim and finish', async () => {
+    const type = uniqueId('type');
+    const awkward = ['NULL', 'null', '', '{"a",b}', 'a\\"b', '\\', '"', ' ', 'é\u{1F600}', '{}', '[]', ','];
+    const items = awkward.map((text, i) =>
+      echo(`${uniqueId()}-${text}`, { type, orderingKey: `${text}-${i}`, payload: { text, nested: [text, { [text || 'empty']: text }] } }),
+    );
+    const accepted = await acceptOperations(db(), items, new Date(Date.now() - 1000));
+    for (const [i, result] of accepted.entries()) {
+      const stored = await getOperation(db(), result.operation.id);
+      assert.equal(stored?.externalId, items[i]!.externalId);
+      assert.equal(stored?.orderingKey, items[i]!.orderingKey);
+      assert.deepEqual(stored?.payload, items[i]!.payload);
+    }
+    const ids = accepted.map((r) => r.operation.id);
+    const claimed = await claimOperations(db(), { limit: 100, now: () => new Date(), leaseOwner: 'w"\\{NULL}', leaseMs: 30_000, types: [type] });
+    assert.equal(claimed.length, ids.length);
+    const { results } = await finishAttempts(
+      db(),
+      claimed.map((op, i) => ({ operationId: op.id, claimed: op, command: { kind: 'complete' as const, now: new Date().toISOString(), fencingToken: op.fencingToken, result: { echo: awkward[i % awkward.length] ?? null } } })),
+    );
+    assert.ok(results.every((r) => r.ok));
+    for (const op of claimed) {
+      const stored = await getOperation(db(), op.id);
+      assert.equal(stored?.status, 'COMPLETED');
+      assert.deepEqual(stored?.result, { echo: awkward[claimed.indexOf(op) % awkward.length] ?? null });
+      const events = await listEvents(db(), op.id);
+      assert.equal((events[1]?.event as { leaseOwner?: string }).leaseOwner, 'w"\\{NULL}');
+    }
+  });
+
   it('migrating again is a no-op', async () => {
     assert.deepEqual(await migrate(db()), []);
   });
@@ -143,12 +174,13 @@ describeEachBackend('store', (db) => {
     const lost = await extendLeases(db(), [{ operationId: id, fencingToken: 1 }], new Date(clock.now().getTime() + 1000));
     assert.deepEqual([...lost], [id], 'the stale worker learns it lost the lease');
 
-    const complete = (token: number, result: string) =>
-      applyCommands(db(), [{ operationId: id, command: { kind: 'complete', now: clock.now().toISOString(), fencingToken: token, result } }]);
-    const [staleResult] = await complete(1, 'stale');
+    // Each worker records against the state it claimed; the stale one's row has moved on since.
+    const complete = async (claimed: typeof stale, result: string) =>
+      (await finishAttempts(db(), [{ operationId: id, claimed: claimed!, command: { kind: 'complete', now: clock.now().toISOString(), fencingToken: claimed!.fencingToken, result } }])).results;
+    const [staleResult] = await complete(stale, 'stale');
     assert.equal(staleResult?.ok, false);
     assert.equal(!staleResult?.ok && staleResult?.error.code, 'OPSD_ERR_LEASE_LOST');
-    const [freshResult] = await complete(2, 'fresh');
+    const [freshResult] = await complete(fresh, 'fresh');
     assert.equal(freshResult?.ok, true);
 
     const final = await getOperation(db(), id);

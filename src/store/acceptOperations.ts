@@ -5,7 +5,7 @@ import type { Json, OperationState } from '../domain/operation.js';
 import { payloadHash } from '../domain/payloadHash.js';
 import type { Db } from './db.js';
 import { isTransientConflict } from './storeErrors.js';
-import { eventToRecord, operationToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
+import { eventToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 
 /** What a client submits. */
 export interface NewOperation {
@@ -122,14 +122,16 @@ async function retryTransient<T>(work: () => Promise<T>): Promise<T> {
 }
 
 async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, number>> {
-  const records = candidates.map((c, ord) => ({ ...operationToRecord(c.state), event: c.eventRecord, ord }));
-  // One statement, so one implicit transaction and one round trip: both rows or neither.
+  const column = <T>(pick: (c: Candidate) => T) => candidates.map(pick);
+  // One statement, so one implicit transaction and one round trip: both rows or neither. Arrays
+  // through unnest: PostgreSQL parses one value per cell instead of a JSON document per row.
   const { rows } = await db.query<{ id: string; seq: string | number }>(
     `WITH input AS (
-       SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
-         id uuid, external_id text, type text, payload jsonb, payload_hash text, ordering_key text, state text,
-         attempts integer, max_attempts integer, run_at timestamptz, fencing_token bigint, version integer,
-         created_at timestamptz, updated_at timestamptz, event jsonb, ord integer)
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                            $8::int[], $9::int[], $10::timestamptz[], $11::bigint[], $12::int[], $13::timestamptz[],
+                            $14::timestamptz[], $15::text[], $16::text[])
+         WITH ORDINALITY AS x(id, external_id, type, payload, payload_hash, ordering_key, state, attempts, max_attempts,
+                              run_at, fencing_token, version, created_at, updated_at, event_type, event_data, ord)
      ), numbered AS (
        -- Acceptance order (seq) is submission order...
        SELECT input.*, nextval(pg_get_serial_sequence('operations', 'seq')) AS seq
@@ -138,8 +140,7 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
        INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, state, attempts,
                                max_attempts, run_at, fencing_token, version, created_at, updated_at)
        OVERRIDING SYSTEM VALUE
-       -- jsonb_to_recordset reads a JSON null as SQL NULL; a null payload is still a payload.
-       SELECT id, seq, external_id, type, COALESCE(payload, 'null'::jsonb), payload_hash, ordering_key, state, attempts,
+       SELECT id, seq, external_id, type, payload::jsonb, payload_hash, ordering_key, state, attempts,
               max_attempts, run_at, fencing_token, version, created_at, updated_at
        -- ...but rows go in by external_id: each locks its entry in the unique index as it goes in, and
        -- one canonical order keeps two overlapping batches from each holding what the other waits for.
@@ -148,11 +149,28 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
        RETURNING id, seq
      ), events AS (
        INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-       SELECT i.id, 1, i.event->>'type', i.event->'data', i.external_id, i.payload_hash, i.created_at
+       SELECT i.id, 1, i.event_type, i.event_data::jsonb, i.external_id, i.payload_hash, i.created_at
        FROM input i JOIN inserted USING (id) ORDER BY i.external_id
      )
      SELECT id, seq FROM inserted`,
-    [JSON.stringify(records)],
+    [
+      column((c) => c.state.id),
+      column((c) => c.state.externalId),
+      column((c) => c.state.type),
+      column((c) => JSON.stringify(c.state.payload)),
+      column((c) => c.state.payloadHash),
+      column((c) => c.state.orderingKey),
+      column((c) => c.state.status),
+      column((c) => c.state.attempts),
+      column((c) => c.state.maxAttempts),
+      column((c) => c.state.runAt),
+      column((c) => c.state.fencingToken),
+      column((c) => c.state.version),
+      column((c) => c.state.createdAt),
+      column((c) => c.state.updatedAt),
+      column((c) => c.eventRecord.type as string),
+      column((c) => JSON.stringify(c.eventRecord.data)),
+    ],
   );
   return new Map(rows.map((row) => [row.id, Number(row.seq)]));
 }
@@ -161,8 +179,8 @@ async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<str
   const { rows } = await db.query<OperationRow & { requested_run_at: string }>(
     `SELECT o.*, e.data->>'runAt' AS requested_run_at
      FROM operations o JOIN operation_events e ON e.operation_id = o.id AND e.seq = 1
-     WHERE o.external_id IN (SELECT jsonb_array_elements_text($1::jsonb))`,
-    [JSON.stringify(externalIds)],
+     WHERE o.external_id = ANY($1::text[])`,
+    [externalIds],
   );
   return new Map(rows.map((row) => [row.external_id, { operation: rowToOperation(row), requestedRunAt: row.requested_run_at }]));
 }

@@ -15,10 +15,10 @@ export async function extendLeases(db: Db, leases: readonly HeldLease[], expires
   if (leases.length === 0) return new Set();
   const { rows } = await db.query<{ id: string }>(
     `UPDATE operations AS o SET lease_expires_at = $2
-     FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, fencing_token bigint)
+     FROM unnest($1::uuid[], $3::bigint[]) AS x(id, fencing_token)
      WHERE o.id = x.id AND o.fencing_token = x.fencing_token AND o.state = 'PROCESSING'
      RETURNING o.id`,
-    [JSON.stringify(leases.map((l) => ({ id: l.operationId, fencing_token: l.fencingToken }))), expiresAt.toISOString()],
+    [leases.map((l) => l.operationId), expiresAt.toISOString(), leases.map((l) => l.fencingToken)],
   );
   const renewed = new Set(rows.map((row) => row.id));
   return new Set(leases.map((l) => l.operationId).filter((id) => !renewed.has(id)));

@@ -53,30 +53,6 @@ export function rowToOperation(row: OperationRow): StoredOperation {
   };
 }
 
-/** The state as a record for `jsonb_to_recordset`, column names as in the table. */
-export function operationToRecord(state: OperationState): Record<string, unknown> {
-  return {
-    id: state.id,
-    external_id: state.externalId,
-    type: state.type,
-    payload: state.payload,
-    payload_hash: state.payloadHash,
-    ordering_key: state.orderingKey,
-    state: state.status,
-    attempts: state.attempts,
-    max_attempts: state.maxAttempts,
-    run_at: state.runAt,
-    fencing_token: state.fencingToken,
-    lease_owner: state.leaseOwner,
-    lease_expires_at: state.leaseExpiresAt,
-    result: state.result,
-    last_error: state.lastError,
-    version: state.version,
-    created_at: state.createdAt,
-    updated_at: state.updatedAt,
-  };
-}
-
 /** A stored event: the domain event plus where it sits. */
 export interface StoredEvent {
   position: number;
@@ -103,7 +79,7 @@ export function rowToEvent(row: EventRow): StoredEvent {
   };
 }
 
-/** The event as a record for `jsonb_to_recordset`; `type` and `at` live in their own columns. */
+/** The event as the columns of `operation_events`; `type` and `at` live in columns of their own. */
 export function eventToRecord(operationId: string, seq: number, event: OperationEvent): Record<string, unknown> {
   const { type, at, ...data } = event;
   const clientSent = event.type === 'received';
