@@ -3,7 +3,7 @@ import { decide } from '../domain/decide.js';
 import { evolve } from '../domain/evolve.js';
 import type { Json, OperationState } from '../domain/operation.js';
 import { payloadHash } from '../domain/payloadHash.js';
-import type { Db } from './db.js';
+import { prepared, type Db } from './db.js';
 import { isTransientConflict } from './storeErrors.js';
 import { eventToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 
@@ -126,33 +126,7 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
   // One statement, so one implicit transaction and one round trip: both rows or neither. Arrays
   // through unnest: PostgreSQL parses one value per cell instead of a JSON document per row.
   const { rows } = await db.query<{ id: string; seq: string | number }>(
-    `WITH input AS (
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                            $8::int[], $9::int[], $10::timestamptz[], $11::bigint[], $12::int[], $13::timestamptz[],
-                            $14::timestamptz[], $15::text[], $16::text[])
-         WITH ORDINALITY AS x(id, external_id, type, payload, payload_hash, ordering_key, state, attempts, max_attempts,
-                              run_at, fencing_token, version, created_at, updated_at, event_type, event_data, ord)
-     ), numbered AS (
-       -- Acceptance order (seq) is submission order...
-       SELECT input.*, nextval(pg_get_serial_sequence('operations', 'seq')) AS seq
-       FROM (SELECT * FROM input ORDER BY ord) AS input
-     ), inserted AS (
-       INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, state, attempts,
-                               max_attempts, run_at, fencing_token, version, created_at, updated_at)
-       OVERRIDING SYSTEM VALUE
-       SELECT id, seq, external_id, type, payload::jsonb, payload_hash, ordering_key, state, attempts,
-              max_attempts, run_at, fencing_token, version, created_at, updated_at
-       -- ...but rows go in by external_id: each locks its entry in the unique index as it goes in, and
-       -- one canonical order keeps two overlapping batches from each holding what the other waits for.
-       FROM numbered ORDER BY external_id
-       ON CONFLICT (external_id) DO NOTHING
-       RETURNING id, seq
-     ), events AS (
-       INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-       SELECT i.id, 1, i.event_type, i.event_data::jsonb, i.external_id, i.payload_hash, i.created_at
-       FROM input i JOIN inserted USING (id) ORDER BY i.external_id
-     )
-     SELECT id, seq FROM inserted`,
+    INSERT_NEW,
     [
       column((c) => c.state.id),
       column((c) => c.state.externalId),
@@ -184,3 +158,33 @@ async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<str
   );
   return new Map(rows.map((row) => [row.external_id, { operation: rowToOperation(row), requestedRunAt: row.requested_run_at }]));
 }
+
+const INSERT_NEW = prepared(
+  `WITH input AS (
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                              $8::int[], $9::int[], $10::timestamptz[], $11::bigint[], $12::int[], $13::timestamptz[],
+                              $14::timestamptz[], $15::text[], $16::text[])
+           WITH ORDINALITY AS x(id, external_id, type, payload, payload_hash, ordering_key, state, attempts, max_attempts,
+                                run_at, fencing_token, version, created_at, updated_at, event_type, event_data, ord)
+       ), numbered AS (
+         -- Acceptance order (seq) is submission order...
+         SELECT input.*, nextval(pg_get_serial_sequence('operations', 'seq')) AS seq
+         FROM (SELECT * FROM input ORDER BY ord) AS input
+       ), inserted AS (
+         INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, state, attempts,
+                                 max_attempts, run_at, fencing_token, version, created_at, updated_at)
+         OVERRIDING SYSTEM VALUE
+         SELECT id, seq, external_id, type, payload::jsonb, payload_hash, ordering_key, state, attempts,
+                max_attempts, run_at, fencing_token, version, created_at, updated_at
+         -- ...but rows go in by external_id: each locks its entry in the unique index as it goes in, and
+         -- one canonical order keeps two overlapping batches from each holding what the other waits for.
+         FROM numbered ORDER BY external_id
+         ON CONFLICT (external_id) DO NOTHING
+         RETURNING id, seq
+       ), events AS (
+         INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+         SELECT i.id, 1, i.event_type, i.event_data::jsonb, i.external_id, i.payload_hash, i.created_at
+         FROM input i JOIN inserted USING (id) ORDER BY i.external_id
+       )
+       SELECT id, seq FROM inserted`,
+);

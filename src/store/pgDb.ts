@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Db, Queryable, QueryResult } from './db.js';
+import type { Db, PreparedStatement, Queryable, QueryResult } from './db.js';
 import { isStoreUnavailable } from './storeErrors.js';
 
 /** Options for a PostgreSQL server connection. */
@@ -18,8 +18,11 @@ export interface PgDbOptions {
 
 function wrap(client: pg.Pool | pg.PoolClient): Queryable {
   return {
-    async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-      const result = await client.query(sql, params as unknown[] | undefined);
+    async query<R>(sql: string | PreparedStatement, params?: readonly unknown[]): Promise<QueryResult<R>> {
+      const result =
+        typeof sql === 'string'
+          ? await client.query(sql, params as unknown[] | undefined)
+          : await client.query({ name: sql.name, text: sql.text, values: params as unknown[] | undefined });
       return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
     },
     async exec(sql: string): Promise<void> {

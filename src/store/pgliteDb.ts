@@ -1,12 +1,13 @@
 import { mkdirSync } from 'node:fs';
 import type { PGlite, Transaction } from '@electric-sql/pglite';
 import { lockDataDir } from './dataDirLock.js';
-import type { Db, Queryable, QueryResult } from './db.js';
+import { sqlText, type Db, type PreparedStatement, type Queryable, type QueryResult } from './db.js';
 
 function wrap(target: PGlite | Transaction): Queryable {
   return {
-    async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-      const result = await target.query<R>(sql, params as unknown[] | undefined);
+    async query<R>(sql: string | PreparedStatement, params?: readonly unknown[]): Promise<QueryResult<R>> {
+      // One embedded session: PGlite parses each time either way.
+      const result = await target.query<R>(sqlText(sql), params as unknown[] | undefined);
       return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
     },
     async exec(sql: string): Promise<void> {

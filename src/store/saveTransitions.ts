@@ -1,7 +1,7 @@
 import type { OperationEvent } from '../domain/events.js';
 import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
-import type { Queryable } from './db.js';
+import { prepared, type PreparedStatement, type Queryable } from './db.js';
 import { IS_HEAD_OF_KEY } from './headOfKey.js';
 import { eventToRecord } from './operationRow.js';
 
@@ -28,6 +28,38 @@ export interface WrittenRow {
 /** Whether something waits behind the row on its key: one probe of the active-key index. */
 const FOLLOWED = `EXISTS (SELECT 1 FROM operations n WHERE n.ordering_key = o.ordering_key AND n.state = 'PENDING' AND n.seq > o.seq) AS followed`;
 
+/** The write, one statement per guard. */
+function writeStatement(guard: WriteGuard): PreparedStatement {
+  return prepared(
+    `WITH x AS (
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[],
+                              $7::timestamptz[], $8::text[], $9::text[], $10::int[], $11::timestamptz[], $12::int[])
+           AS x(id, state, attempts, run_at, fencing_token, lease_owner, lease_expires_at, result, last_error, version,
+                updated_at, expected_version)
+       ), updated AS (
+         UPDATE operations AS o SET
+           state = x.state, attempts = x.attempts, run_at = x.run_at, fencing_token = x.fencing_token,
+           lease_owner = x.lease_owner, lease_expires_at = x.lease_expires_at, result = x.result::jsonb,
+           last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at
+         FROM x
+         WHERE o.id = x.id AND o.version = x.expected_version ${guard === 'heads' ? `AND ${IS_HEAD_OF_KEY}` : ''}
+         RETURNING o.id, ${guard === 'heads' ? FOLLOWED : 'false AS followed'}
+       ), appended AS (
+         INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+         SELECT e.* FROM unnest($13::uuid[], $14::int[], $15::text[], $16::jsonb[], $17::text[], $18::text[], $19::timestamptz[])
+           AS e(operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+         WHERE e.operation_id IN (SELECT id FROM updated)
+       )
+       SELECT id, followed FROM updated`,
+  );
+}
+
+const WRITE_STATEMENTS: Record<WriteGuard, PreparedStatement> = {
+  'all-or-error': writeStatement('all-or-error'),
+  current: writeStatement('current'),
+  heads: writeStatement('heads'),
+};
+
 /**
  * Writes transitions in one statement: the projection rows, each guarded by the version it was
  * decided on, and the events of the rows written. Arrays through `unnest` rather than a JSON record
@@ -41,26 +73,7 @@ export async function writeTransitions(tx: Queryable, transitions: readonly Tran
   const rows = changed.map((t) => ({ t, state: t.events.reduce<OperationState>(evolve, t.before) }));
   const events = changed.flatMap((t) => t.events.map((event, i) => eventToRecord(t.before.id, t.before.version + i + 1, event)));
   const { rows: written } = await tx.query<{ id: string; followed: boolean }>(
-    `WITH x AS (
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[],
-                            $7::timestamptz[], $8::text[], $9::text[], $10::int[], $11::timestamptz[], $12::int[])
-         AS x(id, state, attempts, run_at, fencing_token, lease_owner, lease_expires_at, result, last_error, version,
-              updated_at, expected_version)
-     ), updated AS (
-       UPDATE operations AS o SET
-         state = x.state, attempts = x.attempts, run_at = x.run_at, fencing_token = x.fencing_token,
-         lease_owner = x.lease_owner, lease_expires_at = x.lease_expires_at, result = x.result::jsonb,
-         last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at
-       FROM x
-       WHERE o.id = x.id AND o.version = x.expected_version ${guard === 'heads' ? `AND ${IS_HEAD_OF_KEY}` : ''}
-       RETURNING o.id, ${guard === 'heads' ? FOLLOWED : 'false AS followed'}
-     ), appended AS (
-       INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-       SELECT e.* FROM unnest($13::uuid[], $14::int[], $15::text[], $16::jsonb[], $17::text[], $18::text[], $19::timestamptz[])
-         AS e(operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-       WHERE e.operation_id IN (SELECT id FROM updated)
-     )
-     SELECT id, followed FROM updated`,
+    WRITE_STATEMENTS[guard],
     [
       rows.map(({ state }) => state.id),
       rows.map(({ state }) => state.status),
