@@ -14,7 +14,7 @@ import { RejectError, RetryError } from '../src/worker/handlerErrors.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
 import { describeEachBackend } from './support/backends.js';
-import { concurrencyProbe, testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { concurrencyProbe, gate, testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { startWorker } from './support/workerHarness.js';
 
 let upstream: Server;
@@ -43,6 +43,25 @@ after(async () => {
 });
 
 describeEachBackend('worker', (db) => {
+  it('a finish does not start the next operation on its key if that one changed since (cancelled); the one after it still runs', async () => {
+    const release = gate();
+    const blocking = defineOperation({ type: 'test.blocking', handle: async ({ payload }) => ((payload as { wait?: boolean }).wait ? release.opened.then(() => 'x') : 'y') });
+    const harness = startWorker(db(), [blocking as never], { concurrency: 4, pollIntervalMs: 200 });
+    try {
+      const key = uniqueId('chain');
+      const [x, y, z] = await harness.submit([{ wait: true }, { wait: false }, { wait: false }].map((payload) => ({ externalId: uniqueId(), payload, orderingKey: key })));
+      await waitFor('x to start', async () => (await getOperation(db(), x!.id))?.status === 'PROCESSING');
+      const [cancelled] = await applyCommands(db(), [{ operationId: y!.id, command: { kind: 'cancel', now: new Date().toISOString() } }]);
+      assert.equal(cancelled?.ok, true);
+      release.open();
+      assert.equal((await harness.settled(x!.id)).status, 'COMPLETED');
+      assert.equal((await harness.settled(z!.id)).status, 'COMPLETED');
+      assert.deepEqual(await harness.eventTypes(y!.id), ['received', 'cancelled']);
+    } finally {
+      await harness.worker.stop(1000);
+    }
+  });
+
   it('the end of an operation and the start of the next on its key are one transaction', async () => {
     // A minute between polls: nothing but the finish itself can start the next one soon.
     const harness = startWorker(db(), [demoEcho as never], { concurrency: 4, pollIntervalMs: 60_000 });

@@ -24,16 +24,14 @@ export interface ClaimOptions {
   /** Only these operation types (the ones this worker has handlers and free slots for). */
   types: readonly string[];
   /**
-   * Only the heads of these keys, each also of the type given with it (the type of the operation
-   * that just ended there, whose slot its successor takes) besides `types`.
-   */
-  successorsOf?: readonly { orderingKey: string; type: string }[];
-  /**
    * Ordering keys this worker still runs a handler on, whatever the store says: an attempt whose
    * lease was rescued may still be running here, and nothing on its key may start beside it.
    */
   busyKeys?: readonly string[];
 }
+
+/** A claimed operation, and the one waiting next behind it on its key when it was claimed (if any). */
+export type ClaimedOperation = StoredOperation & { next: StoredOperation | null };
 
 /**
  * Claims due PENDING operations that are at the head of their ordering key, in acceptance order.
@@ -46,52 +44,25 @@ export interface ClaimOptions {
  *   so two workers never run two operations of one key at once.
  * The lease, the fencing token and the `started` event are written in the same short transaction.
  */
-/** A claimed operation, and whether another was waiting behind it on its key when it was claimed. */
-export type ClaimedOperation = StoredOperation & { followed: boolean };
-
 export async function claimOperations(db: Db, options: ClaimOptions): Promise<ClaimedOperation[]> {
   if (options.limit <= 0 || options.types.length === 0) return [];
-  return db.transaction((tx) => claimInTransaction(tx, options));
-}
-
-/** {@link claimOperations} inside the caller's transaction (a finish that also starts what follows on its keys). */
-export async function claimInTransaction(tx: Queryable, options: ClaimOptions): Promise<ClaimedOperation[]> {
-  if (options.limit <= 0) return [];
-  const candidates = options.successorsOf ? await lockHeadsOfKeys(tx, options) : await lockDueHeads(tx, options);
-  if (candidates.length === 0) return [];
-  const lockedAt = options.now();
-  const now = lockedAt.toISOString();
-  const leaseExpiresAt = new Date(lockedAt.getTime() + options.leaseMs).toISOString();
-  const transitions = candidates.map(rowToOperation).map((before) => ({
-    before,
-    events: decide({ kind: 'start', now, leaseOwner: options.leaseOwner, leaseExpiresAt }, before),
-  }));
-  // The write checks the head again (see HEAD_WITH_KEY_LOCK) and starts only what still is one.
-  const started = await writeTransitions(tx, transitions, 'heads');
-  return transitions.flatMap((t) => {
-    const written = started.get(t.before.id);
-    return written ? [{ ...t.before, ...t.events.reduce<OperationState>(evolve, t.before), followed: written.followed }] : [];
+  return db.transaction(async (tx) => {
+    const candidates = await lockDueHeads(tx, options);
+    if (candidates.length === 0) return [];
+    const lockedAt = options.now();
+    const now = lockedAt.toISOString();
+    const leaseExpiresAt = new Date(lockedAt.getTime() + options.leaseMs).toISOString();
+    const transitions = candidates.map(rowToOperation).map((before) => ({
+      before,
+      events: decide({ kind: 'start', now, leaseOwner: options.leaseOwner, leaseExpiresAt }, before),
+    }));
+    // The write checks the head again (see HEAD_WITH_KEY_LOCK) and starts only what still is one.
+    const started = await writeTransitions(tx, transitions, 'heads');
+    return transitions.flatMap((t) => {
+      const written = started.get(t.before.id);
+      return written ? [{ ...t.before, ...t.events.reduce<OperationState>(evolve, t.before), next: written.next }] : [];
+    });
   });
-}
-
-/**
- * The due heads of the given keys, found through the active-key index: a few index probes, where
- * the scan in acceptance order would test every PENDING row queued behind busy keys.
- */
-async function lockHeadsOfKeys(tx: Queryable, options: ClaimOptions): Promise<OperationRow[]> {
-  const keys = options.successorsOf ?? [];
-  const { rows } = await tx.query<OperationRow>(
-    HEADS_OF_KEYS,
-    [
-      options.now().toISOString(),
-      options.limit,
-      keys.map((k) => k.orderingKey),
-      keys.map((k) => k.type),
-      [...options.types],
-      [...(options.busyKeys ?? [])],
-    ],
-  );
-  return rows;
 }
 
 /** Due heads in acceptance order, any of the worker's types. */
@@ -125,24 +96,6 @@ const DUE_HEADS = prepared(
        WHERE o.state = 'PENDING' AND o.run_at <= $1
          AND o.type = ANY($3::text[])
          AND NOT (o.ordering_key = ANY($4::text[]))
-         AND ${HEAD_WITH_KEY_LOCK}
-       ORDER BY o.seq
-       LIMIT $2
-       FOR UPDATE OF o SKIP LOCKED`,
-);
-
-const HEADS_OF_KEYS = prepared(
-  `SELECT o.* FROM operations o
-       WHERE o.id IN (
-           -- The earliest active operation of each key, one probe of the active-key index per key.
-           SELECT first.id FROM unnest($3::text[], $4::text[]) AS k(ordering_key, type)
-           CROSS JOIN LATERAL (
-             SELECT p.id, p.state, p.type FROM operations p
-             WHERE p.ordering_key = k.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
-             ORDER BY p.seq LIMIT 1) AS first
-           WHERE first.state = 'PENDING' AND (first.type = ANY($5::text[]) OR first.type = k.type))
-         AND o.state = 'PENDING' AND o.run_at <= $1
-         AND NOT (o.ordering_key = ANY($6::text[]))
          AND ${HEAD_WITH_KEY_LOCK}
        ORDER BY o.seq
        LIMIT $2

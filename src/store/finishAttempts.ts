@@ -3,10 +3,10 @@ import type { OperationCommand } from '../domain/commands.js';
 import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
 import { applyCommands, type AddressedCommand, type CommandResult } from './applyCommands.js';
-import { claimInTransaction, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
-import type { Db } from './db.js';
-import type { StoredOperation } from './operationRow.js';
-import { writeTransitions, type Transition } from './saveTransitions.js';
+import { CLAIM_LOCK_NAMESPACE, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
+import { prepared, type Db } from './db.js';
+import { rowToOperation, type StoredOperation } from './operationRow.js';
+import { eventInput, jsonToRow, NEXT_ON_KEY, projectionInput, SET_PROJECTION, transitionArrays, writeTransitions, type Transition } from './saveTransitions.js';
 
 /** An attempt's outcome, with the state the worker was given when it claimed the operation. */
 export interface FinishedAttempt extends AddressedCommand {
@@ -17,7 +17,7 @@ export interface FinishedAttempt extends AddressedCommand {
  * Starting the operation that follows an ended one on its key, in the finish's own transaction.
  * `types`: the types the worker may start besides the ended one's (whose slot the successor takes).
  */
-export type SuccessorClaim = Omit<ClaimOptions, 'limit' | 'successorsOf'>;
+export type SuccessorClaim = Omit<ClaimOptions, 'limit'>;
 
 export interface FinishResult {
   /** Per attempt, in order. */
@@ -36,8 +36,8 @@ const ENDED: ReadonlySet<OperationState['status']> = new Set(['COMPLETED', 'REJE
  * row that moved (its lease was rescued, for example) goes through {@link applyCommands}, which
  * locks it and decides again, refusing an outcome whose lease is lost.
  *
- * With `successors`, the operations that now head the keys of ended ones are claimed in the same
- * transaction: a few-key workload then takes one commit per operation instead of two, and no scan.
+ * With `successors`, the operations that waited behind ended ones start in the same statement: a
+ * few-key workload then takes one round trip and one commit per operation, and no scan.
  */
 export async function finishAttempts(db: Db, attempts: readonly FinishedAttempt[], successors?: SuccessorClaim): Promise<FinishResult> {
   if (attempts.length === 0) return { results: [], successors: [] };
@@ -46,29 +46,16 @@ export async function finishAttempts(db: Db, attempts: readonly FinishedAttempt[
   const decided = attempts.map((a) => (once.get(a.operationId) === 1 && a.claimed.id === a.operationId ? decideOnClaimed(a) : null));
   const transitions = decided.filter((t): t is Transition<StoredOperation> => t !== null);
   const after = new Map(transitions.map((t) => [t.before.id, { ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) }]));
-  // Only keys on which something waited when the attempt was claimed: probing every key of a
-  // distinct-key workload would cost a transaction and a statement per batch for nothing.
-  // Something accepted later behind it is found by the worker's next scan.
-  const followed = new Set(attempts.filter((a) => (a.claimed as Partial<ClaimedOperation>).followed !== false).map((a) => a.operationId));
-  const ending = successors ? [...after.values()].filter((op) => ENDED.has(op.status) && followed.has(op.id)) : [];
+  const starts = successors ? decideSuccessorStarts(attempts, after, successors) : [];
 
-  let written: Map<string, unknown>;
+  let written: ReadonlySet<string>;
   let started: ClaimedOperation[] = [];
-  if (successors && ending.length > 0) {
-    // One transaction, one commit: the next operation on a key starts as the one before it ends.
-    [written, started] = await db.transaction(async (tx) => {
-      const done = await writeTransitions(tx, transitions, 'current');
-      const keys = new Map<string, string>();
-      for (const op of ending) if (done.has(op.id)) keys.set(op.orderingKey, op.type);
-      const next = await claimInTransaction(tx, {
-        ...successors,
-        limit: keys.size,
-        successorsOf: [...keys].map(([orderingKey, type]) => ({ orderingKey, type })),
-      });
-      return [done, next] as const;
-    });
+  if (starts.length > 0) {
+    const outcome = await writeFinishesAndStarts(db, transitions, starts);
+    written = outcome.finished;
+    started = outcome.started;
   } else {
-    written = await writeTransitions(db, transitions, 'current');
+    written = new Set((await writeTransitions(db, transitions, 'current')).keys());
   }
 
   const results: (CommandResult | null)[] = decided.map((t) => (t && written.has(t.before.id) ? { ok: true, operation: after.get(t.before.id) as StoredOperation } : null));
@@ -77,6 +64,98 @@ export async function finishAttempts(db: Db, attempts: readonly FinishedAttempt[
   let next = 0;
   return { results: results.map((result) => result ?? (restResults[next++] as CommandResult)), successors: started };
 }
+
+/**
+ * The starts of the operations that waited behind ending ones when those were claimed, decided on
+ * the state read then: the write refuses any whose row has moved since (cancelled, taken, changed),
+ * and those are left to the worker's next scan. A successor of a type the worker may not start
+ * here, not due yet, or on a key it still runs something on is left to that scan too.
+ */
+function decideSuccessorStarts(
+  attempts: readonly FinishedAttempt[],
+  after: ReadonlyMap<string, StoredOperation>,
+  claim: SuccessorClaim,
+): Transition<StoredOperation>[] {
+  const lockedAt = claim.now();
+  const now = lockedAt.toISOString();
+  const leaseExpiresAt = new Date(lockedAt.getTime() + claim.leaseMs).toISOString();
+  const busy = new Set(claim.busyKeys ?? []);
+  const starts: Transition<StoredOperation>[] = [];
+  for (const attempt of attempts) {
+    const ended = after.get(attempt.operationId);
+    const next = (attempt.claimed as Partial<ClaimedOperation>).next;
+    if (!ended || !ENDED.has(ended.status) || !next || busy.has(next.orderingKey) || starts.some((t) => t.before.id === next.id)) continue;
+    if (next.orderingKey !== ended.orderingKey || (next.type !== ended.type && !claim.types.includes(next.type))) continue;
+    try {
+      starts.push({ before: next, events: decide({ kind: 'start', now, leaseOwner: claim.leaseOwner, leaseExpiresAt }, next) });
+    } catch {
+      // Not startable as read (not due yet, for one): the scan decides on its current state.
+    }
+  }
+  return starts;
+}
+
+/**
+ * Ends operations and starts the ones waiting behind them, in one statement: one round trip and one
+ * commit per key turn. A start is written only if its row is still at the version it was decided
+ * on, the operation before it on its key ended in this same statement, and nothing else on its key
+ * is active ahead of it or running, seen from this statement's snapshot (where the ended row still
+ * looks PROCESSING, so it is left out of that check by id).
+ */
+async function writeFinishesAndStarts(
+  db: Db,
+  finishes: readonly Transition[],
+  starts: readonly Transition<StoredOperation>[],
+): Promise<{ finished: ReadonlySet<string>; started: ClaimedOperation[] }> {
+  const finishArrays = transitionArrays(finishes);
+  const startArrays = transitionArrays(starts);
+  if (!finishArrays || !startArrays) throw new Error('finish-and-start needs both finishes and starts');
+  const { rows } = await db.query<{ id: string; started: boolean; next: Record<string, unknown> | null }>(FINISH_AND_START, [
+    ...finishArrays.rows,
+    ...finishArrays.events,
+    ...startArrays.rows,
+    ...startArrays.events,
+  ]);
+  const finished = new Set(rows.filter((r) => !r.started).map((r) => r.id));
+  const nextById = new Map(rows.filter((r) => r.started).map((r) => [r.id, r.next ? rowToOperation(jsonToRow(r.next)) : null]));
+  const started = starts.flatMap((t) =>
+    nextById.has(t.before.id) ? [{ ...t.before, ...t.events.reduce<OperationState>(evolve, t.before), next: nextById.get(t.before.id) ?? null }] : [],
+  );
+  return { finished, started };
+}
+
+const FINISH_AND_START = prepared(
+  `WITH fx AS (
+     ${projectionInput(1).replace('AS x(', 'AS fx(')}
+   ), finished AS (
+     UPDATE operations AS o SET ${SET_PROJECTION}
+     FROM fx AS x
+     WHERE o.id = x.id AND o.version = x.expected_version
+     RETURNING o.id, o.ordering_key
+   ), sx AS (
+     ${projectionInput(20).replace('AS x(', 'AS sx(')}
+   ), started AS (
+     UPDATE operations AS o SET ${SET_PROJECTION}
+     FROM sx AS x
+     WHERE o.id = x.id AND o.version = x.expected_version
+       AND o.ordering_key IN (SELECT ordering_key FROM finished)
+       AND NOT EXISTS (
+         SELECT 1 FROM operations p
+         WHERE p.ordering_key = o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
+           AND (p.seq < o.seq OR p.state = 'PROCESSING')
+           AND p.id NOT IN (SELECT id FROM finished))
+       AND pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key))
+     RETURNING o.id, ${NEXT_ON_KEY}
+   ), appended AS (
+     INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+     SELECT e.* FROM ${eventInput(13)} WHERE e.operation_id IN (SELECT id FROM finished)
+     UNION ALL
+     SELECT e.* FROM ${eventInput(32)} WHERE e.operation_id IN (SELECT id FROM started)
+   )
+   SELECT id, false AS started, NULL::jsonb AS next FROM finished
+   UNION ALL
+   SELECT id, true, next FROM started`,
+);
 
 function decideOnClaimed(attempt: FinishedAttempt): Transition<StoredOperation> | null {
   try {

@@ -3,7 +3,7 @@ import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
 import { prepared, type PreparedStatement, type Queryable } from './db.js';
 import { IS_HEAD_OF_KEY } from './headOfKey.js';
-import { eventToRecord } from './operationRow.js';
+import { eventToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 
 /** One decided change to an existing operation: the state it was decided on and the events it produced. */
 export interface Transition<S extends OperationState = OperationState> {
@@ -21,36 +21,55 @@ export type WriteGuard = 'all-or-error' | 'current' | 'heads';
 
 /** What the write says about a row it wrote. */
 export interface WrittenRow {
-  /** With the `heads` guard: whether another operation was waiting behind it on its key (false otherwise). */
-  followed: boolean;
+  /**
+   * With the `heads` guard: the operation waiting next behind it on its key, as it stood when the
+   * row was written (null otherwise), so that the end of this one can start that one.
+   */
+  next: StoredOperation | null;
 }
 
-/** Whether something waits behind the row on its key: one probe of the active-key index. */
-const FOLLOWED = `EXISTS (SELECT 1 FROM operations n WHERE n.ordering_key = o.ordering_key AND n.state = 'PENDING' AND n.seq > o.seq) AS followed`;
+/** The operation waiting next behind the row on its key: one probe of the active-key index. */
+export const NEXT_ON_KEY = `(SELECT to_jsonb(n) FROM operations n
+    WHERE n.ordering_key = o.ordering_key AND n.state = 'PENDING' AND n.seq > o.seq
+    ORDER BY n.seq LIMIT 1) AS next`;
+
+/** Twelve arrays of projection columns, from parameter `$first` on, as the table `x`. */
+export function projectionInput(first: number): string {
+  const p = (i: number) => `$${first + i}`;
+  return `SELECT * FROM unnest(${p(0)}::uuid[], ${p(1)}::text[], ${p(2)}::int[], ${p(3)}::timestamptz[], ${p(4)}::bigint[], ${p(5)}::text[],
+                              ${p(6)}::timestamptz[], ${p(7)}::text[], ${p(8)}::text[], ${p(9)}::int[], ${p(10)}::timestamptz[], ${p(11)}::int[])
+           AS x(id, state, attempts, run_at, fencing_token, lease_owner, lease_expires_at, result, last_error, version,
+                updated_at, expected_version)`;
+}
+
+/** Seven arrays of event columns, from parameter `$first` on, as the table `e`. */
+export function eventInput(first: number): string {
+  const p = (i: number) => `$${first + i}`;
+  return `unnest(${p(0)}::uuid[], ${p(1)}::int[], ${p(2)}::text[], ${p(3)}::jsonb[], ${p(4)}::text[], ${p(5)}::text[], ${p(6)}::timestamptz[])
+           AS e(operation_id, seq, type, data, external_id, payload_hash, occurred_at)`;
+}
+
+/** The SET list that writes a projection row from `x`. */
+export const SET_PROJECTION = `state = x.state, attempts = x.attempts, run_at = x.run_at, fencing_token = x.fencing_token,
+           lease_owner = x.lease_owner, lease_expires_at = x.lease_expires_at, result = x.result::jsonb,
+           last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at`;
 
 /** The write, one statement per guard. */
 function writeStatement(guard: WriteGuard): PreparedStatement {
   return prepared(
     `WITH x AS (
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[],
-                              $7::timestamptz[], $8::text[], $9::text[], $10::int[], $11::timestamptz[], $12::int[])
-           AS x(id, state, attempts, run_at, fencing_token, lease_owner, lease_expires_at, result, last_error, version,
-                updated_at, expected_version)
+         ${projectionInput(1)}
        ), updated AS (
-         UPDATE operations AS o SET
-           state = x.state, attempts = x.attempts, run_at = x.run_at, fencing_token = x.fencing_token,
-           lease_owner = x.lease_owner, lease_expires_at = x.lease_expires_at, result = x.result::jsonb,
-           last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at
+         UPDATE operations AS o SET ${SET_PROJECTION}
          FROM x
          WHERE o.id = x.id AND o.version = x.expected_version ${guard === 'heads' ? `AND ${IS_HEAD_OF_KEY}` : ''}
-         RETURNING o.id, ${guard === 'heads' ? FOLLOWED : 'false AS followed'}
+         RETURNING o.id, ${guard === 'heads' ? NEXT_ON_KEY : 'NULL::jsonb AS next'}
        ), appended AS (
          INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-         SELECT e.* FROM unnest($13::uuid[], $14::int[], $15::text[], $16::jsonb[], $17::text[], $18::text[], $19::timestamptz[])
-           AS e(operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+         SELECT e.* FROM ${eventInput(13)}
          WHERE e.operation_id IN (SELECT id FROM updated)
        )
-       SELECT id, followed FROM updated`,
+       SELECT id, next FROM updated`,
   );
 }
 
@@ -68,13 +87,28 @@ const WRITE_STATEMENTS: Record<WriteGuard, PreparedStatement> = {
  * Returns the ids written.
  */
 export async function writeTransitions(tx: Queryable, transitions: readonly Transition[], guard: WriteGuard): Promise<Map<string, WrittenRow>> {
+  const arrays = transitionArrays(transitions);
+  if (!arrays) return new Map();
+  const { rows: written } = await tx.query<{ id: string; next: Record<string, unknown> | null }>(WRITE_STATEMENTS[guard], [...arrays.rows, ...arrays.events]);
+  const byId = new Map(written.map((row) => [row.id, { next: row.next ? rowToOperation(jsonToRow(row.next)) : null }]));
+  if (guard === 'all-or-error' && byId.size !== arrays.count) {
+    throw new Error(`projection write lost a race: updated ${byId.size} of ${arrays.count} rows`);
+  }
+  return byId;
+}
+
+/**
+ * The parameters of a write: twelve arrays of projection columns (the state after each
+ * transition, and the version it was decided on) and seven of event columns. Null when nothing changes.
+ */
+export function transitionArrays(transitions: readonly Transition[]): { rows: unknown[][]; events: unknown[][]; count: number } | null {
   const changed = transitions.filter((t) => t.events.length > 0);
-  if (changed.length === 0) return new Map();
+  if (changed.length === 0) return null;
   const rows = changed.map((t) => ({ t, state: t.events.reduce<OperationState>(evolve, t.before) }));
   const events = changed.flatMap((t) => t.events.map((event, i) => eventToRecord(t.before.id, t.before.version + i + 1, event)));
-  const { rows: written } = await tx.query<{ id: string; followed: boolean }>(
-    WRITE_STATEMENTS[guard],
-    [
+  return {
+    count: rows.length,
+    rows: [
       rows.map(({ state }) => state.id),
       rows.map(({ state }) => state.status),
       rows.map(({ state }) => state.attempts),
@@ -87,6 +121,8 @@ export async function writeTransitions(tx: Queryable, transitions: readonly Tran
       rows.map(({ state }) => state.version),
       rows.map(({ state }) => state.updatedAt),
       rows.map(({ t }) => t.before.version),
+    ],
+    events: [
       events.map((e) => e.operation_id),
       events.map((e) => e.seq),
       events.map((e) => e.type),
@@ -95,12 +131,19 @@ export async function writeTransitions(tx: Queryable, transitions: readonly Tran
       events.map((e) => e.payload_hash),
       events.map((e) => e.occurred_at),
     ],
-  );
-  const byId = new Map(written.map((row) => [row.id, { followed: row.followed }]));
-  if (guard === 'all-or-error' && byId.size !== rows.length) {
-    throw new Error(`projection write lost a race: updated ${byId.size} of ${rows.length} rows`);
-  }
-  return byId;
+  };
+}
+
+/** A row of `operations` read back through `to_jsonb` (timestamps arrive as text). */
+export function jsonToRow(json: Record<string, unknown>): OperationRow {
+  const date = (value: unknown) => (value === null || value === undefined ? null : new Date(value as string));
+  return {
+    ...(json as unknown as OperationRow),
+    run_at: date(json.run_at) as Date,
+    lease_expires_at: date(json.lease_expires_at),
+    created_at: date(json.created_at) as Date,
+    updated_at: date(json.updated_at) as Date,
+  };
 }
 
 /** A JSON value as text for a jsonb cell; SQL NULL for null, as the projection has always stored it. */
