@@ -43,6 +43,11 @@ export function createPgDb(options: PgDbOptions): Db {
   });
   // An idle client losing its server must not crash the process; the next query reports it.
   pool.on('error', () => {});
+  // A session can end in the same read that completes its connect (a FATAL right behind
+  // ReadyForQuery): the pool has then handed the client out, and the caller has not yet been
+  // resumed to listen. Every client listens from its first moment; the work that holds it still
+  // fails (the client is no longer queryable), and the pool drops it when it comes back.
+  pool.on('connect', (client) => client.on('error', () => {}));
   const pooled = wrap(pool);
 
   async function withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {

@@ -7,10 +7,13 @@ import type { AddressInfo } from 'node:net';
  * - `cut()`: every open connection is closed, and new ones are accepted and closed at once
  *   (each such refusal is counted, so a test can wait for a client to have tried N times);
  * - `freeze()`: connections stay open but nothing is forwarded either way (a partition);
+ * - `terminateAtStartup()`: new PostgreSQL connections are ended by the server right as they
+ *   become ready: a FATAL `57P01` (what `pg_terminate_backend` sends) arrives in the same chunk as
+ *   the ReadyForQuery that completes the connect, so the client sees both in one read;
  * - `restore()`: back to forwarding.
  */
 export async function startTcpProxy(target: { host: string; port: number }) {
-  let mode: 'forward' | 'cut' | 'freeze' = 'forward';
+  let mode: 'forward' | 'cut' | 'freeze' | 'terminate-at-startup' = 'forward';
   let refused = 0;
   const pairs = new Set<[Socket, Socket]>();
   const server: Server = createServer((client) => {
@@ -24,10 +27,11 @@ export async function startTcpProxy(target: { host: string; port: number }) {
     pairs.add(pair);
     const forward = (from: Socket, to: Socket) =>
       from.on('data', (chunk) => {
-        if (mode === 'forward') to.write(chunk);
+        if (mode === 'forward' || mode === 'terminate-at-startup') to.write(chunk);
       });
     forward(client, upstream);
-    forward(upstream, client);
+    if (mode === 'terminate-at-startup') terminateAtStartup(upstream, client);
+    else forward(upstream, client);
     const close = () => {
       pairs.delete(pair);
       client.destroy();
@@ -54,6 +58,9 @@ export async function startTcpProxy(target: { host: string; port: number }) {
     freeze() {
       mode = 'freeze';
     },
+    terminateAtStartup() {
+      mode = 'terminate-at-startup';
+    },
     restore() {
       mode = 'forward';
     },
@@ -70,4 +77,39 @@ export function throughProxy(url: string, port: number): string {
   parsed.hostname = '127.0.0.1';
   parsed.port = String(port);
   return parsed.toString();
+}
+
+/** ErrorResponse: severity FATAL, code 57P01, the message `pg_terminate_backend` produces. */
+const TERMINATED = (() => {
+  const fields = Buffer.from('SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0', 'utf8');
+  const header = Buffer.alloc(5);
+  header.write('E', 0);
+  header.writeInt32BE(fields.length + 4, 1);
+  return Buffer.concat([header, fields]);
+})();
+
+/**
+ * Forwards the server's startup replies up to the first ReadyForQuery, then sends the FATAL in the
+ * same write and closes both sides.
+ */
+function terminateAtStartup(server: Socket, client: Socket): void {
+  let pending = Buffer.alloc(0);
+  server.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    let offset = 0;
+    while (offset + 5 <= pending.length) {
+      const type = String.fromCharCode(pending[offset] as number);
+      const length = pending.readInt32BE(offset + 1);
+      if (offset + 1 + length > pending.length) break;
+      offset += 1 + length;
+      if (type === 'Z') {
+        client.write(Buffer.concat([pending.subarray(0, offset), TERMINATED]));
+        setImmediate(() => {
+          client.destroy();
+          server.destroy();
+        });
+        return;
+      }
+    }
+  });
 }
