@@ -14,8 +14,9 @@ export interface FinishedAttempt extends AddressedCommand {
 }
 
 /**
- * Starting the operation that follows an ended one on its key, in the finish's own transaction.
- * `types`: the types the worker may start besides the ended one's (whose slot the successor takes).
+ * Starting the operation that follows an ended one on its key, in the finish's own statement.
+ * `types`: the types the worker may start besides the ended one's (whose slot the successor takes);
+ * `busyKeys`: keys on which the worker still runs a handler.
  */
 export type SuccessorClaim = Omit<ClaimOptions, 'limit'>;
 
