@@ -12,13 +12,11 @@ export interface DispatchTarget {
 /**
  * PENDING operations at the head of their ordering key (nothing earlier on the key is active,
  * nothing on it runs): the ones a worker could claim now or at `run_at`. Reads only, locks nothing.
- * With `orderingKey`, the next one on that key (after an operation on it ended); with
- * `unchangedSince`, only heads nobody touched since then (the reconciler's view of "forgotten").
+ * With `unchangedSince`, only heads nobody touched since then (the reconciler's view of "forgotten").
  */
 export async function findClaimableHeads(
   db: Queryable,
   options: {
-    orderingKey?: string;
     unchangedSince?: Date;
     /** Only heads due by then (`run_at <= dueBy`). */
     dueBy?: Date;
@@ -30,15 +28,13 @@ export async function findClaimableHeads(
   const { rows } = await db.query<{ id: string; type: string; version: number; run_at: Date; seq: string | number }>(
     `SELECT o.id, o.type, o.version, o.run_at, o.seq FROM operations o
      WHERE o.state = 'PENDING'
-       AND ($1::text IS NULL OR o.ordering_key = $1)
-       AND ($2::timestamptz IS NULL OR o.updated_at <= $2)
-       AND ($4::timestamptz IS NULL OR o.run_at <= $4)
-       AND ($5::bigint IS NULL OR o.seq > $5)
+       AND ($1::timestamptz IS NULL OR o.updated_at <= $1)
+       AND ($3::timestamptz IS NULL OR o.run_at <= $3)
+       AND ($4::bigint IS NULL OR o.seq > $4)
        AND ${IS_HEAD_OF_KEY}
      ORDER BY o.seq
-     LIMIT $3`,
+     LIMIT $2`,
     [
-      options.orderingKey ?? null,
       options.unchangedSince?.toISOString() ?? null,
       options.limit,
       options.dueBy?.toISOString() ?? null,
