@@ -1,11 +1,9 @@
 import type { OperationCommand } from '../domain/commands.js';
 import { decide } from '../domain/decide.js';
 import { OpsdError } from '../domain/errors.js';
-import { evolve } from '../domain/evolve.js';
-import type { OperationState } from '../domain/operation.js';
 import type { Db } from './db.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
-import { saveTransitions, type Transition } from './saveTransitions.js';
+import { saveTransitions, stateAfter, type Transition } from './saveTransitions.js';
 
 /** A command addressed to one existing operation. */
 export interface AddressedCommand {
@@ -42,7 +40,7 @@ export async function applyCommands(db: Db, commands: readonly AddressedCommand[
         const pending = eventsById.get(operationId) ?? [];
         pending.push(...events);
         eventsById.set(operationId, pending);
-        const next: StoredOperation = { ...state, ...events.reduce<OperationState>(evolve, state) };
+        const next = stateAfter({ before: state, events });
         current.set(operationId, next);
         return { ok: true, operation: next };
       } catch (error) {

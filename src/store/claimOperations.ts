@@ -1,10 +1,9 @@
 import { decide } from '../domain/decide.js';
-import { evolve } from '../domain/evolve.js';
-import type { OperationState } from '../domain/operation.js';
+import type { OperationCommand } from '../domain/commands.js';
 import { prepared, type Db, type Queryable } from './db.js';
 import { IS_HEAD_OF_KEY } from './headOfKey.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
-import { writeTransitions } from './saveTransitions.js';
+import { stateAfter, writeTransitions } from './saveTransitions.js';
 
 /** First key of the per-key claim locks (`pg_try_advisory_xact_lock(namespace, hash of the key)`). */
 export const CLAIM_LOCK_NAMESPACE = 7_424_101;
@@ -49,20 +48,24 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<Cl
   return db.transaction(async (tx) => {
     const candidates = await lockDueHeads(tx, options);
     if (candidates.length === 0) return [];
-    const lockedAt = options.now();
-    const now = lockedAt.toISOString();
-    const leaseExpiresAt = new Date(lockedAt.getTime() + options.leaseMs).toISOString();
-    const transitions = candidates.map(rowToOperation).map((before) => ({
-      before,
-      events: decide({ kind: 'start', now, leaseOwner: options.leaseOwner, leaseExpiresAt }, before),
-    }));
+    const start = startCommand(options);
+    const transitions = candidates.map(rowToOperation).map((before) => ({ before, events: decide(start, before) }));
     // The write checks the head again (see HEAD_WITH_KEY_LOCK) and starts only what still is one.
     const started = await writeTransitions(tx, transitions, 'heads');
     return transitions.flatMap((t) => {
       const written = started.get(t.before.id);
-      return written ? [{ ...t.before, ...t.events.reduce<OperationState>(evolve, t.before), next: written.next }] : [];
+      return written ? [{ ...stateAfter(t), next: written.next }] : [];
     });
   });
+}
+
+/**
+ * The start of an attempt leased to `leaseOwner`, stamped when it is decided: after the rows are
+ * locked (see ClaimOptions.now).
+ */
+export function startCommand(claim: Pick<ClaimOptions, 'now' | 'leaseOwner' | 'leaseMs'>): Extract<OperationCommand, { kind: 'start' }> {
+  const at = claim.now();
+  return { kind: 'start', now: at.toISOString(), leaseOwner: claim.leaseOwner, leaseExpiresAt: new Date(at.getTime() + claim.leaseMs).toISOString() };
 }
 
 /** Due heads in acceptance order, any of the worker's types. */

@@ -1,16 +1,16 @@
 import { decide } from '../domain/decide.js';
 import type { OperationCommand } from '../domain/commands.js';
-import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
 import { applyCommands, type AddressedCommand, type CommandResult } from './applyCommands.js';
-import { CLAIM_LOCK_NAMESPACE, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
+import { CLAIM_LOCK_NAMESPACE, startCommand, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
 import { prepared, type Db } from './db.js';
 import { rowToOperation, type StoredOperation } from './operationRow.js';
-import { eventInput, jsonToRow, NEXT_ON_KEY, projectionInput, SET_PROJECTION, transitionArrays, writeTransitions, type Transition } from './saveTransitions.js';
+import { eventInput, jsonToRow, NEXT_ON_KEY, projectionInput, SET_PROJECTION, stateAfter, transitionArrays, writeTransitions, type Transition } from './saveTransitions.js';
 
 /** An attempt's outcome, with the state the worker was given when it claimed the operation. */
 export interface FinishedAttempt extends AddressedCommand {
-  claimed: StoredOperation;
+  /** With `next` when the claim read the operation waiting behind it on its key. */
+  claimed: StoredOperation & Partial<Pick<ClaimedOperation, 'next'>>;
 }
 
 /**
@@ -46,7 +46,7 @@ export async function finishAttempts(db: Db, attempts: readonly FinishedAttempt[
   for (const a of attempts) once.set(a.operationId, (once.get(a.operationId) ?? 0) + 1);
   const decided = attempts.map((a) => (once.get(a.operationId) === 1 && a.claimed.id === a.operationId ? decideOnClaimed(a) : null));
   const transitions = decided.filter((t): t is Transition<StoredOperation> => t !== null);
-  const after = new Map(transitions.map((t) => [t.before.id, { ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) }]));
+  const after = new Map(transitions.map((t) => [t.before.id, stateAfter(t)]));
   const starts = successors ? decideSuccessorStarts(attempts, after, successors) : [];
 
   let written: ReadonlySet<string>;
@@ -77,18 +77,16 @@ function decideSuccessorStarts(
   after: ReadonlyMap<string, StoredOperation>,
   claim: SuccessorClaim,
 ): Transition<StoredOperation>[] {
-  const lockedAt = claim.now();
-  const now = lockedAt.toISOString();
-  const leaseExpiresAt = new Date(lockedAt.getTime() + claim.leaseMs).toISOString();
+  const start = startCommand(claim);
   const busy = new Set(claim.busyKeys ?? []);
   const starts: Transition<StoredOperation>[] = [];
   for (const attempt of attempts) {
     const ended = after.get(attempt.operationId);
-    const next = (attempt.claimed as Partial<ClaimedOperation>).next;
+    const next = attempt.claimed.next;
     if (!ended || !ENDED.has(ended.status) || !next || busy.has(next.orderingKey) || starts.some((t) => t.before.id === next.id)) continue;
     if (next.orderingKey !== ended.orderingKey || (next.type !== ended.type && !claim.types.includes(next.type))) continue;
     try {
-      starts.push({ before: next, events: decide({ kind: 'start', now, leaseOwner: claim.leaseOwner, leaseExpiresAt }, next) });
+      starts.push({ before: next, events: decide(start, next) });
     } catch {
       // Not startable as read (not due yet, for one): the scan decides on its current state.
     }
@@ -120,7 +118,7 @@ async function writeFinishesAndStarts(
   const finished = new Set(rows.filter((r) => !r.started).map((r) => r.id));
   const nextById = new Map(rows.filter((r) => r.started).map((r) => [r.id, r.next ? rowToOperation(jsonToRow(r.next)) : null]));
   const started = starts.flatMap((t) =>
-    nextById.has(t.before.id) ? [{ ...t.before, ...t.events.reduce<OperationState>(evolve, t.before), next: nextById.get(t.before.id) ?? null }] : [],
+    nextById.has(t.before.id) ? [{ ...stateAfter(t), next: nextById.get(t.before.id) ?? null }] : [],
   );
   return { finished, started };
 }

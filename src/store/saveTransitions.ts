@@ -11,6 +11,11 @@ export interface Transition<S extends OperationState = OperationState> {
   events: OperationEvent[];
 }
 
+/** The state after a transition: its events folded onto the state it was decided on. */
+export function stateAfter<S extends OperationState>(t: Transition<S>): S {
+  return { ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) };
+}
+
 /**
  * Which transitions a write may leave out:
  * - `all-or-error`: none; a row whose version moved fails the whole write (the caller holds the row locks).
@@ -160,5 +165,5 @@ export async function saveTransitions<S extends OperationState>(
   transitions: Transition<S>[],
 ): Promise<(S & OperationState)[]> {
   await writeTransitions(tx, transitions, 'all-or-error');
-  return transitions.map((t) => ({ ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) }));
+  return transitions.map(stateAfter);
 }
