@@ -27,6 +27,8 @@ export interface Config {
   bodyLimit: number;
   /** `OPSD_REQUEST_TIMEOUT_MS`: longest time a whole request may take to arrive (then 408), default 30000. */
   requestTimeoutMs: number;
+  /** `OPSD_ACCEPT_TIMEOUT_MS`: longest a submission waits for the store before it is answered 503, default 800. */
+  acceptTimeoutMs: number;
   /** `DB_POOL_MAX`: PostgreSQL pool size; default per role (intake 5, api 25, worker 15, start 10). */
   dbPoolMax: number | undefined;
   /** `DB_CONNECT_TIMEOUT_MS`: longest wait for a pooled connection before a request gets 503, default 5000. */
@@ -126,6 +128,7 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
     graceMs: integer('graceMs', 'OPSD_GRACE_MS', 30_000, 0, 86_400_000),
     bodyLimit: integer('bodyLimit', 'OPSD_BODY_LIMIT', 1024 * 1024, 1024, 1024 * 1024 * 1024),
     requestTimeoutMs: integer('requestTimeoutMs', 'OPSD_REQUEST_TIMEOUT_MS', 30_000, 1000, 3_600_000),
+    acceptTimeoutMs: integer('acceptTimeoutMs', 'OPSD_ACCEPT_TIMEOUT_MS', 800, 50, 600_000),
     dbPoolMax: pick('dbPoolMax', 'DB_POOL_MAX') === undefined ? undefined : integer('dbPoolMax', 'DB_POOL_MAX', 10, 1, 1000),
     dbConnectTimeoutMs: integer('dbConnectTimeoutMs', 'DB_CONNECT_TIMEOUT_MS', 5000, 100, 600_000),
     dbStatementTimeoutMs: integer('dbStatementTimeoutMs', 'DB_STATEMENT_TIMEOUT_MS', 30_000, 100, 86_400_000),

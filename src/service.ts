@@ -224,7 +224,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
 
   if (servesApi) {
     const { buildApp } = await import('./api/app.js');
-    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, requestTimeoutMs: config.requestTimeoutMs });
+    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, requestTimeoutMs: config.requestTimeoutMs, acceptTimeoutMs: config.acceptTimeoutMs });
     try {
       url = await app.listen({ port: config.port, host: config.host });
     } catch (error) {

@@ -26,7 +26,7 @@ describe('micro-batcher', () => {
   it('coalesces calls of one tick into one batch and answers each caller in order', async () => {
     const { run, batches, finishNext } = controlledRun();
     const submit = createMicroBatcher(run, { maxBatch: 10 });
-    const answers = Promise.all([1, 2, 3].map(submit));
+    const answers = Promise.all([1, 2, 3].map((n) => submit(n)));
     await tick();
     finishNext();
     assert.deepEqual(await answers, [10, 20, 30]);
@@ -36,12 +36,36 @@ describe('micro-batcher', () => {
   it('splits at maxBatch', async () => {
     const { run, batches, finishNext } = controlledRun();
     const submit = createMicroBatcher(run, { maxBatch: 2 });
-    const answers = Promise.all([1, 2, 3].map(submit));
+    const answers = Promise.all([1, 2, 3].map((n) => submit(n)));
     await tick();
     finishNext();
     finishNext();
     assert.deepEqual(await answers, [10, 20, 30]);
     assert.deepEqual(batches, [[1, 2], [3]]);
+  });
+
+  it('a caller whose signal aborts stops waiting: a queued item never runs, one already running is dropped', async () => {
+    const { run, batches, finishNext } = controlledRun();
+    const submit = createMicroBatcher(run, { maxBatch: 10, maxInFlight: 1 });
+    const running = new AbortController();
+    const queued = new AbortController();
+    const first = submit(1, { signal: running.signal });
+    await tick();
+    const second = submit(2, { signal: queued.signal });
+    const third = submit(3);
+    await tick();
+    assert.deepEqual(batches, [[1]]);
+
+    queued.abort(new Error('too late'));
+    running.abort(new Error('gave up'));
+    await assert.rejects(second, /too late/);
+    await assert.rejects(first, /gave up/);
+    finishNext();
+    await turnsUntil('the next batch starts', () => batches.length === 2);
+    assert.deepEqual(batches, [[1], [3]], 'the aborted queued item is gone; the running one finished its call');
+    finishNext();
+    assert.equal(await third, 30);
+    await assert.rejects(submit(4, { signal: AbortSignal.abort(new Error('already')) }), /already/);
   });
 
   it('with maxInFlight, what arrives during a call waits and goes as one batch after it', async () => {

@@ -21,6 +21,8 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Longest time a whole request may take to arrive, body included, in ms; then 408. Default 30000. */
   requestTimeoutMs?: number;
+  /** Longest a submission waits for the store, in ms; then 503 with Retry-After. Default 800. */
+  acceptTimeoutMs?: number;
   now?: () => Date;
 }
 

@@ -30,6 +30,7 @@ interface RouteDeps {
   dispatcher: Dispatcher;
   logger: Logger;
   now: () => Date;
+  acceptTimeoutMs?: number | undefined;
   validators: { strict: Ajv };
   /** Batch items the body parser refused, by index. */
   batchItemProblems(request: object): Map<number, OpsdError>;

@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import { OpsdError } from '../domain/errors.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { createMicroBatcher } from '../lib/microBatcher.js';
+import { deadlineSignal, withTimeout } from '../lib/withTimeout.js';
 import { acceptOperations, type AcceptResult, type NewOperation } from '../store/acceptOperations.js';
 import type { Db } from '../store/db.js';
-import type { StoredOperation } from '../store/operationRow.js';
 import { isStoreUnavailable } from '../store/storeErrors.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
 import { errorBody, validationError } from './httpErrors.js';
@@ -29,6 +29,9 @@ export interface Submissions {
 /** Single submissions waiting for an INSERT, at most; past it they get 429 with Retry-After. */
 export const MAX_QUEUED_SUBMISSIONS = 10_000;
 
+/** How long a submission waits for the store by default, in ms, before it is answered 503. */
+export const DEFAULT_ACCEPT_TIMEOUT_MS = 800;
+
 /**
  * Accepting operations, whatever serves HTTP. Single submissions that arrive in the same tick
  * share one multi-row INSERT and one dispatch.
@@ -40,52 +43,60 @@ export function createSubmissions(deps: {
   logger: Logger;
   now: () => Date;
   validateItem: ValidateFunction;
+  /**
+   * Longest a submission waits for the store, in ms; then it is answered 503 with Retry-After.
+   * The write may still land after that, which is why resubmitting the same external_id is the
+   * client's way on. Default 800.
+   */
+  acceptTimeoutMs?: number;
 }): Submissions {
   const { db, registry, now, validateItem } = deps;
+  const acceptTimeoutMs = deps.acceptTimeoutMs ?? DEFAULT_ACCEPT_TIMEOUT_MS;
+
+  /**
+   * Wakes workers for what was just committed, whoever still waits for the answer (a submission
+   * past its deadline no longer does, but its row is in): the rows are safe, and a wake-up that is
+   * slow or lost (Redis away) only delays them until a worker's poll or the reconciler finds them.
+   */
+  function dispatchAccepted(results: readonly (AcceptResult | Error)[]): void {
+    const accepted = results.flatMap((r) => (!(r instanceof Error) && r.outcome === 'accepted' ? [r.operation] : []));
+    if (accepted.length === 0) return;
+    for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
+    deps.dispatcher.dispatch(accepted).catch((error: unknown) => {
+      deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
+    });
+  }
+
+  /** Accepts and wakes workers for what it accepted. */
+  async function acceptAndDispatch(items: NewOperation[]): Promise<AcceptResult[]> {
+    const results = await acceptOperations(db, items, now());
+    dispatchAccepted(results);
+    return results;
+  }
+
   // At most two INSERTs under way: submissions that arrive meanwhile join the next one (measured
   // against one per tick: 5,573 vs 5,275 req/s, p99 at 2,000 req/s 24 vs 38 ms).
   // A batch the store refuses is tried item by item, so one bad submission fails alone; past
   // MAX_QUEUED_SUBMISSIONS waiting for the store, new ones are refused with 429 rather than queued.
-  const acceptOne = createMicroBatcher((items: NewOperation[]) => acceptOperations(db, items, now()), {
+  const acceptOne = createMicroBatcher(acceptAndDispatch, {
     maxBatch: 1000,
     maxInFlight: 2,
     maxQueued: MAX_QUEUED_SUBMISSIONS,
     overloaded: (queued) => new OpsdError('OPSD_ERR_OVERLOADED', `${queued} submissions are waiting for the store; retry shortly`),
     isolate: (error) => !isStoreUnavailable(error),
   });
-  const dispatchOne = createMicroBatcher(
-    async (operations: StoredOperation[]) => {
-      await deps.dispatcher.dispatch(operations);
-      return operations.map(() => undefined);
-    },
-    { maxBatch: 1000 },
-  );
-
-  /**
-   * Wakes workers for what was just committed, without holding the answer for it: the rows are
-   * safe, and a wake-up that is slow or lost (Redis away) only delays them until a worker's poll
-   * or the reconciler finds them.
-   */
-  function dispatchAccepted(results: AcceptResult[]): void {
-    const accepted = results.filter((r) => r.outcome === 'accepted').map((r) => r.operation);
-    if (accepted.length === 0) return;
-    for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
-    Promise.all(accepted.map(dispatchOne)).catch((error: unknown) => {
-      deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
-    });
-  }
 
   /** One INSERT for the batch; if the store refuses it, each item alone, so a bad item fails by itself. */
   async function acceptEachAloneOnRefusal(items: NewOperation[]): Promise<(AcceptResult | Error)[]> {
     if (items.length === 0) return [];
     try {
-      return await acceptOperations(db, items, now());
+      return await acceptAndDispatch(items);
     } catch (error) {
       if (items.length === 1 || isStoreUnavailable(error)) throw error;
       const results: (AcceptResult | Error)[] = [];
       for (const item of items) {
         try {
-          results.push(...(await acceptOperations(db, [item], now())));
+          results.push(...(await acceptAndDispatch([item])));
         } catch (itemError) {
           if (isStoreUnavailable(itemError)) throw itemError;
           results.push(itemError as Error);
@@ -95,10 +106,17 @@ export function createSubmissions(deps: {
     }
   }
 
+  /** The answer to a submission whose store did not answer in time. */
+  const storeTooSlow = () =>
+    new OpsdError(
+      'OPSD_ERR_UNAVAILABLE',
+      `the store did not answer within ${acceptTimeoutMs} ms; the submission may or may not have been recorded: send it again with the same external_id`,
+    );
+
   return {
     async submitOne(body) {
-      const result = await acceptOne(toNewOperation(body, registry));
-      dispatchAccepted([result]);
+      const deadline = deadlineSignal(acceptTimeoutMs, storeTooSlow);
+      const result = await acceptOne(toNewOperation(body, registry), { signal: deadline.signal }).finally(deadline.clear);
       if (result.outcome === 'conflict' || result.outcome === 'mismatch') return errorReply(refusal(result));
       const headers = { location: operationLocation(result.operation.id) };
       if (result.outcome === 'replayed') {
@@ -128,8 +146,7 @@ export function createSubmissions(deps: {
           slots.push(problem(error));
         }
       }
-      const accepted = await acceptEachAloneOnRefusal(valid);
-      dispatchAccepted(accepted.filter((r): r is AcceptResult => !(r instanceof Error)));
+      const accepted = await withTimeout(acceptEachAloneOnRefusal(valid), acceptTimeoutMs, storeTooSlow);
       return {
         results: slots.map((slot) => {
           if (!('pending' in slot)) return slot;
@@ -173,3 +190,4 @@ function refusal(result: Extract<AcceptResult, { outcome: 'conflict' | 'mismatch
 function problem(error: OpsdError) {
   return { status: error.status, ...errorBody(error) };
 }
+

@@ -27,6 +27,7 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
     logger,
     now: () => new Date(),
     validateItem: validator.compile(newOperationSchema),
+    acceptTimeoutMs: config.acceptTimeoutMs,
   });
   logger.info({ role: 'intake', store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 

@@ -28,13 +28,22 @@ interface Entry<I, O> {
   reject: (error: unknown) => void;
 }
 
+/** A caller's way to stop waiting: `signal` aborts the wait, with `signal.reason` as the error. */
+export interface WaitOptions {
+  signal?: AbortSignal;
+}
+
 /**
  * Coalesces calls made in the same tick into one call of `run` with all their items, so that
  * many concurrent single writes become one multi-row statement. `run` returns one result per item,
  * in order. If `run` throws, every caller of that batch gets the error, unless `isolate` says to
  * try each item alone.
+ *
+ * A caller whose `signal` aborts stops waiting at once: an item still queued is taken out and never
+ * reaches `run`; one already in a call of `run` stays in it (its result is dropped), because a
+ * statement under way cannot be taken back.
  */
-export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, options: MicroBatcherOptions): (item: I) => Promise<O> {
+export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, options: MicroBatcherOptions): (item: I, wait?: WaitOptions) => Promise<O> {
   const maxInFlight = options.maxInFlight ?? Number.POSITIVE_INFINITY;
   const maxQueued = options.maxQueued ?? Number.POSITIVE_INFINITY;
   let queue: Entry<I, O>[] = [];
@@ -76,13 +85,39 @@ export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, opti
     setImmediate(flush);
   }
 
-  return (item) =>
+  return (item, wait = {}) =>
     new Promise<O>((resolve, reject) => {
+      const { signal } = wait;
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
       if (queue.length >= maxQueued) {
         reject(options.overloaded?.(queue.length) ?? new Error(`too many items queued (${queue.length})`));
         return;
       }
-      queue.push({ item, resolve, reject });
+      if (!signal) {
+        queue.push({ item, resolve, reject });
+        schedule();
+        return;
+      }
+      const onAbort = () => {
+        queue = queue.filter((queued) => queued !== entry);
+        reject(signal.reason);
+      };
+      const entry: Entry<I, O> = {
+        item,
+        resolve: (value) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(value);
+        },
+        reject: (error) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      queue.push(entry);
       schedule();
     });
 }

@@ -12,9 +12,17 @@ export interface PgDbOptions {
   applicationName?: string;
   /** Longest wait for a connection (pool exhausted, server unreachable), in ms; then the query fails as unavailable. Default 5000. */
   connectTimeoutMs?: number;
-  /** Server-side `statement_timeout` of every connection, in ms. Default 30000. */
+  /**
+   * Server-side `statement_timeout` of every connection, in ms. Default 30000. A reply that has
+   * not come a second after it would have fired never will (the network dropped it, the server is
+   * frozen): the query then fails as unavailable and its session is closed, instead of holding a
+   * pooled connection until TCP gives up, which takes hours.
+   */
   statementTimeoutMs?: number;
 }
+
+/** How much later than the server's statement timeout the client stops waiting for a reply. */
+const REPLY_GRACE_MS = 1000;
 
 function wrap(client: pg.Pool | pg.PoolClient): Queryable {
   return {
@@ -38,6 +46,7 @@ export function createPgDb(options: PgDbOptions): Db {
     application_name: options.applicationName ?? 'opsd',
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
     statement_timeout: options.statementTimeoutMs ?? 30_000,
+    query_timeout: (options.statementTimeoutMs ?? 30_000) + REPLY_GRACE_MS,
     keepAlive: true,
     ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
   });

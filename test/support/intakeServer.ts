@@ -8,7 +8,11 @@ import type { HandlerRegistry } from '../../src/worker/handlerRegistry.js';
 import { testLogger } from './helpers.js';
 
 /** The intake's HTTP server on a free port of 127.0.0.1, wired as `opsd intake` wires it, without a dispatcher. */
-export function startTestIntake(db: Db, registry: HandlerRegistry, limits: { bodyLimit: number; requestTimeoutMs?: number }): Promise<IntakeServer> {
+export function startTestIntake(
+  db: Db,
+  registry: HandlerRegistry,
+  { acceptTimeoutMs, ...limits }: { bodyLimit: number; requestTimeoutMs?: number; acceptTimeoutMs?: number },
+): Promise<IntakeServer> {
   const validator = createBodyValidator();
   const submissions = createSubmissions({
     db,
@@ -17,6 +21,7 @@ export function startTestIntake(db: Db, registry: HandlerRegistry, limits: { bod
     logger: testLogger(),
     now: () => new Date(),
     validateItem: validator.compile(newOperationSchema),
+    ...(acceptTimeoutMs !== undefined ? { acceptTimeoutMs } : {}),
   });
   return startIntakeServer({ port: 0, host: '127.0.0.1', db, submissions, validator, logger: testLogger(), ...limits });
 }
