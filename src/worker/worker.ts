@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
 import { WakeSignal } from '../lib/wakeSignal.js';
 import { raceTimeout } from '../lib/withTimeout.js';
-import { claimOperations } from '../store/claimOperations.js';
+import { claimOperations, type ClaimedOperation } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
@@ -71,6 +71,13 @@ const WRITES_IN_FLIGHT = 2;
 interface RunningAttempt extends HeldAttempt {
   controller: AbortController;
   done: Promise<void>;
+  /**
+   * Whether it counts against the concurrency limits: while its handler runs, and while its outcome
+   * is recorded if the operation waiting behind it on its key may start in the same write (which
+   * takes this slot). Otherwise the slot is free as soon as the handler stops, so the next claim
+   * runs while the outcome is written instead of after it.
+   */
+  holdsSlot: boolean;
 }
 
 /**
@@ -203,14 +210,24 @@ export class Worker {
     this.#leases.stop();
   }
 
-  /** The most attempts of `type` this worker would start now (slots promised to claims under way count as taken). */
+  /**
+   * The most attempts of `type` this worker would start now (slots promised to claims under way
+   * count as taken). Outcomes still being written hold no slot, but at most `concurrency` of them
+   * may wait, so a store slower to record than to claim cannot pile them up.
+   */
   freeSlots(type?: string): number {
-    const free = this.#concurrency - this.#running.size - (this.#reserved.get(null) ?? 0);
     const limit = type === undefined ? undefined : this.#typeConcurrency.get(type);
-    if (limit === undefined || type === undefined) return Math.max(0, free);
-    let running = this.#reserved.get(type) ?? 0;
-    for (const attempt of this.#running.values()) if (attempt.operation.type === type) running += 1;
-    return Math.max(0, Math.min(free, limit - running));
+    let held = 0;
+    let heldOfType = this.#reserved.get(type ?? null) ?? 0;
+    for (const attempt of this.#running.values()) {
+      if (!attempt.holdsSlot) continue;
+      held += 1;
+      if (attempt.operation.type === type) heldOfType += 1;
+    }
+    const reserved = this.#reserved.get(null) ?? 0;
+    const free = Math.min(this.#concurrency - held, 2 * this.#concurrency - this.#running.size) - reserved;
+    if (limit === undefined) return Math.max(0, free);
+    return Math.max(0, Math.min(free, limit - heldOfType));
   }
 
   /** Holds `count` slots (of `type`, if limited) while `claim` runs, so that concurrent claims never overshoot a limit. */
@@ -311,6 +328,7 @@ export class Worker {
       operation,
       controller,
       recording: false,
+      holdsSlot: true,
       leaseValidUntil: Date.now() + this.#leaseMs,
       leaseGivenUp: false,
     };
@@ -331,6 +349,7 @@ export class Worker {
         return end.stopped;
       }
       attempt.recording = true;
+      if (!(operation as ClaimedOperation).next) this.#releaseSlot(attempt);
       if (end.kind === 'record') await this.#recordOutcome(attempt, end.outcome, log);
     })()
       .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
@@ -342,6 +361,13 @@ export class Worker {
       });
     this.#running.set(operation.id, Object.assign(attempt, { done }));
     return done;
+  }
+
+  /** Gives an attempt's slot back before its outcome is recorded; a claim may use it at once. */
+  #releaseSlot(attempt: Omit<RunningAttempt, 'done'>): void {
+    attempt.holdsSlot = false;
+    this.#scanWanted = true;
+    this.#wake.notify();
   }
 
   /**
