@@ -12,18 +12,20 @@ import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { postgresBackend, type TestDb } from './support/backends.js';
 import { gate, testLogger, uniqueId } from './support/helpers.js';
 
-/** `db` whose transactions, once their work is done, wait for `release` before they commit. */
+/**
+ * `db` whose transactions, once their work is done, wait for `release` before they commit. Work
+ * given a session of its own (a claim: one statement, its own transaction) runs in such a
+ * transaction too, so its locks and its writes stay uncommitted until then.
+ */
 function lateCommitting(db: Db, release: Promise<void>, onReady: () => void): Db {
-  return {
-    ...db,
-    transaction: (fn) =>
-      db.transaction(async (tx) => {
-        const value = await fn(tx);
-        onReady();
-        await release;
-        return value;
-      }),
-  };
+  const late: Db['transaction'] = (fn) =>
+    db.transaction(async (tx) => {
+      const value = await fn(tx);
+      onReady();
+      await release;
+      return value;
+    });
+  return { ...db, transaction: late, withSession: late };
 }
 
 // Concurrent sessions are the point: PGlite has one session, so this runs on PostgreSQL only.

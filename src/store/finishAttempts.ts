@@ -56,7 +56,7 @@ export async function finishAttempts(db: Db, attempts: readonly FinishedAttempt[
     written = outcome.finished;
     started = outcome.started;
   } else {
-    written = new Set((await writeTransitions(db, transitions, 'current')).keys());
+    written = await writeTransitions(db, transitions, 'current');
   }
 
   const results: (CommandResult | null)[] = decided.map((t) => (t && written.has(t.before.id) ? { ok: true, operation: after.get(t.before.id) as StoredOperation } : null));

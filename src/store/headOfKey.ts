@@ -1,8 +1,9 @@
 /**
  * The per-key order rule, as SQL on an `operations` row aliased `o`: nothing accepted earlier on
  * its ordering key is still active, and nothing on its key is running. The second clause also
- * covers an earlier operation whose insert committed late. Claims and dispatch share this one
- * definition, so "claimable" means the same thing everywhere.
+ * covers an earlier operation whose insert committed late. Dispatch and successor starts use this
+ * definition; the claim function `opsd_claim` (migrations/003) spells out the same clause, so a
+ * change here is a new migration there too.
  */
 export const IS_HEAD_OF_KEY = `NOT EXISTS (
   SELECT 1 FROM operations p

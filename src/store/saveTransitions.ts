@@ -1,9 +1,8 @@
 import type { OperationEvent } from '../domain/events.js';
 import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
-import { prepared, type PreparedStatement, type Queryable } from './db.js';
-import { IS_HEAD_OF_KEY } from './headOfKey.js';
-import { eventToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
+import { prepared, type Queryable } from './db.js';
+import { eventToRecord, type OperationRow } from './operationRow.js';
 
 /** One decided change to an existing operation: the state it was decided on and the events it produced. */
 export interface Transition<S extends OperationState = OperationState> {
@@ -20,18 +19,8 @@ export function stateAfter<S extends OperationState>(t: Transition<S>): S {
  * Which transitions a write may leave out:
  * - `all-or-error`: none; a row whose version moved fails the whole write (the caller holds the row locks).
  * - `current`: those whose row is no longer at the version they were decided on (decided without a lock).
- * - `heads`: also those no longer at the head of their key, seen from this statement's snapshot.
  */
-export type WriteGuard = 'all-or-error' | 'current' | 'heads';
-
-/** What the write says about a row it wrote. */
-export interface WrittenRow {
-  /**
-   * With the `heads` guard: the operation waiting next behind it on its key, as it stood when the
-   * row was written (null otherwise), so that the end of this one can start that one.
-   */
-  next: StoredOperation | null;
-}
+export type WriteGuard = 'all-or-error' | 'current';
 
 /** The operation waiting next behind the row on its key: one probe of the active-key index. */
 export const NEXT_ON_KEY = `(SELECT to_jsonb(n) FROM operations n
@@ -59,30 +48,22 @@ export const SET_PROJECTION = `state = x.state, attempts = x.attempts, run_at = 
            lease_owner = x.lease_owner, lease_expires_at = x.lease_expires_at, result = x.result::jsonb,
            last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at`;
 
-/** The write, one statement per guard. */
-function writeStatement(guard: WriteGuard): PreparedStatement {
-  return prepared(
-    `WITH x AS (
-         ${projectionInput(1)}
-       ), updated AS (
-         UPDATE operations AS o SET ${SET_PROJECTION}
-         FROM x
-         WHERE o.id = x.id AND o.version = x.expected_version ${guard === 'heads' ? `AND ${IS_HEAD_OF_KEY}` : ''}
-         RETURNING o.id, ${guard === 'heads' ? NEXT_ON_KEY : 'NULL::jsonb AS next'}
-       ), appended AS (
-         INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-         SELECT e.* FROM ${eventInput(13)}
-         WHERE e.operation_id IN (SELECT id FROM updated)
-       )
-       SELECT id, next FROM updated`,
-  );
-}
-
-const WRITE_STATEMENTS: Record<WriteGuard, PreparedStatement> = {
-  'all-or-error': writeStatement('all-or-error'),
-  current: writeStatement('current'),
-  heads: writeStatement('heads'),
-};
+/** The write; both guards share it and differ in what they make of rows it left out. */
+const WRITE = prepared(
+  `WITH x AS (
+       ${projectionInput(1)}
+     ), updated AS (
+       UPDATE operations AS o SET ${SET_PROJECTION}
+       FROM x
+       WHERE o.id = x.id AND o.version = x.expected_version
+       RETURNING o.id
+     ), appended AS (
+       INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+       SELECT e.* FROM ${eventInput(13)}
+       WHERE e.operation_id IN (SELECT id FROM updated)
+     )
+     SELECT id FROM updated`,
+);
 
 /**
  * Writes transitions in one statement: the projection rows, each guarded by the version it was
@@ -91,15 +72,15 @@ const WRITE_STATEMENTS: Record<WriteGuard, PreparedStatement> = {
  * two, so a write of many rows is one round trip and, outside a transaction, one commit.
  * Returns the ids written.
  */
-export async function writeTransitions(tx: Queryable, transitions: readonly Transition[], guard: WriteGuard): Promise<Map<string, WrittenRow>> {
+export async function writeTransitions(tx: Queryable, transitions: readonly Transition[], guard: WriteGuard): Promise<Set<string>> {
   const arrays = transitionArrays(transitions);
-  if (!arrays) return new Map();
-  const { rows: written } = await tx.query<{ id: string; next: Record<string, unknown> | null }>(WRITE_STATEMENTS[guard], [...arrays.rows, ...arrays.events]);
-  const byId = new Map(written.map((row) => [row.id, { next: row.next ? rowToOperation(jsonToRow(row.next)) : null }]));
-  if (guard === 'all-or-error' && byId.size !== arrays.count) {
-    throw new Error(`projection write lost a race: updated ${byId.size} of ${arrays.count} rows`);
+  if (!arrays) return new Set();
+  const { rows } = await tx.query<{ id: string }>(WRITE, [...arrays.rows, ...arrays.events]);
+  const written = new Set(rows.map((row) => row.id));
+  if (guard === 'all-or-error' && written.size !== arrays.count) {
+    throw new Error(`projection write lost a race: updated ${written.size} of ${arrays.count} rows`);
   }
-  return byId;
+  return written;
 }
 
 /**

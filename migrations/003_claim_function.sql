@@ -1,0 +1,73 @@
+-- A claim in one round trip: due heads locked, started and recorded by one call.
+--
+-- Per-key order needs two looks at a key (see src/store/claimOperations.ts): the candidates are
+-- found and their keys locked, then the head check runs again on a snapshot taken after the lock
+-- is held, so that it sees every claim on the key that committed before ours. A PL/pgSQL function
+-- under READ COMMITTED takes a fresh snapshot for each statement it runs, so both looks fit in one
+-- call, and the call's statement is its own transaction (the locks last until its commit).
+--
+-- The start mirrors decide(start) and evolve(started) in src/domain: PROCESSING, one more attempt,
+-- the next fencing token, the lease, one more version, and a `started` event at that version.
+CREATE FUNCTION opsd_claim(
+  p_now timestamptz,
+  p_limit integer,
+  p_types text[],
+  p_busy_keys text[],
+  p_owner text,
+  p_lease_expires_at timestamptz,
+  p_lease_expires_at_text text,
+  p_lock_namespace integer
+) RETURNS TABLE (operation jsonb, next jsonb)
+LANGUAGE plpgsql
+-- See claimOperations.ts: on stale statistics the planner would sort every PENDING row.
+SET enable_sort = off
+-- A sort refused by enable_sort costs 10^10 in the planner's eyes, past the JIT threshold: 260 ms
+-- of compiling per call, for statements that run in a millisecond.
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  picked uuid[];
+BEGIN
+  SELECT array_agg(c.id) INTO picked FROM (
+    SELECT o.id FROM operations o
+    WHERE o.state = 'PENDING' AND o.run_at <= p_now
+      AND o.type = ANY(p_types)
+      AND NOT (o.ordering_key = ANY(p_busy_keys))
+      AND CASE WHEN NOT EXISTS (
+            SELECT 1 FROM operations p
+            WHERE p.ordering_key = o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
+              AND (p.seq < o.seq OR p.state = 'PROCESSING'))
+          THEN pg_try_advisory_xact_lock(p_lock_namespace, hashtext(o.ordering_key)) ELSE false END
+    ORDER BY o.seq
+    LIMIT p_limit
+    FOR UPDATE OF o SKIP LOCKED
+  ) c;
+  IF picked IS NULL THEN
+    RETURN;
+  END IF;
+  RETURN QUERY
+    WITH started AS (
+      UPDATE operations AS o
+      SET state = 'PROCESSING', attempts = o.attempts + 1, fencing_token = o.fencing_token + 1,
+          lease_owner = p_owner, lease_expires_at = p_lease_expires_at, version = o.version + 1, updated_at = p_now
+      WHERE o.id = ANY(picked)
+        AND NOT EXISTS (
+          SELECT 1 FROM operations p
+          WHERE p.ordering_key = o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
+            AND (p.seq < o.seq OR p.state = 'PROCESSING'))
+      RETURNING o.*
+    ), appended AS (
+      INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
+      SELECT s.id, s.version, 'started',
+             jsonb_build_object('attempt', s.attempts, 'fencingToken', s.fencing_token, 'leaseOwner', p_owner, 'leaseExpiresAt', p_lease_expires_at_text),
+             NULL, NULL, p_now
+      FROM started s
+    )
+    SELECT to_jsonb(s),
+           (SELECT to_jsonb(n) FROM operations n
+            WHERE n.ordering_key = s.ordering_key AND n.state = 'PENDING' AND n.seq > s.seq
+            ORDER BY n.seq LIMIT 1)
+    FROM started s;
+END
+$$;
