@@ -322,6 +322,36 @@ describeEachBackend('worker', (db) => {
     }
   });
 
+  it('outcomes the store is slow to write hold no slot, but at most `concurrency` of them wait', async () => {
+    // Claims go through (a session of their own); finishes (plain statements) wait at the gate.
+    const writes = gate();
+    const slowToRecord = { ...db(), query: async (...args: Parameters<ReturnType<typeof db>['query']>) => {
+      await writes.opened;
+      return db().query(...args);
+    } } as ReturnType<typeof db>;
+    const type = uniqueId('test.slow-record');
+    const registry = new HandlerRegistry().register(defineOperation({ type, handle: () => null }) as never);
+    const worker = new Worker({ db: slowToRecord, registry, logger: testLogger(), concurrency: 3, pollIntervalMs: 20 });
+    const accepted = await acceptOperations(db(), Array.from({ length: 20 }, () => ({ externalId: uniqueId(), type, payload: null, maxAttempts: 1 })), new Date());
+    worker.start();
+    try {
+      const processing = async () =>
+        Number((await db().query<{ n: string | number }>(`SELECT count(*) AS n FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type])).rows[0]?.n);
+      // Handlers return at once, so slots free while outcomes wait: claims go on past 3...
+      await waitFor('claims past the concurrency while outcomes wait', async () => (await processing()) === 6);
+      // ...and stop at twice the concurrency: 3 slots, 3 outcomes waiting.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(await processing(), 6, 'no more than concurrency outcomes wait to be written');
+      writes.open();
+      for (const { operation } of accepted) {
+        await waitFor(`operation ${operation.id} completed`, async () => (await getOperation(db(), operation.id))?.status === 'COMPLETED');
+      }
+    } finally {
+      writes.open();
+      await worker.stop(1000);
+    }
+  });
+
   it('the projection equals a fold of the events, for every operation in the store', async () => {
     // A history of its own with every kind of transition, so the check never leans on other tests.
     const reject = defineOperation({ type: 'test.fold-reject', handle: () => { throw new RejectError('NO', 'no'); } });
