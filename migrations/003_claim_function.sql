@@ -52,10 +52,14 @@ BEGIN
       SET state = 'PROCESSING', attempts = o.attempts + 1, fencing_token = o.fencing_token + 1,
           lease_owner = p_owner, lease_expires_at = p_lease_expires_at, version = o.version + 1, updated_at = p_now
       WHERE o.id = ANY(picked)
+        -- OFFSET 0 keeps the check a probe per row: pulled up into an anti-join, it was planned on
+        -- statistics that lag a queue table's bursts as a hash of every active row (5.7 ms of a
+        -- 7 ms claim of 100 with 20,000 PENDING, against 0.2 ms as probes).
         AND NOT EXISTS (
           SELECT 1 FROM operations p
           WHERE p.ordering_key = o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
-            AND (p.seq < o.seq OR p.state = 'PROCESSING'))
+            AND (p.seq < o.seq OR p.state = 'PROCESSING')
+          OFFSET 0)
       RETURNING o.*
     ), appended AS (
       INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)

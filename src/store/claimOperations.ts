@@ -1,7 +1,6 @@
 import type { OperationCommand } from '../domain/commands.js';
 import { prepared, type Db } from './db.js';
-import { rowToOperation, type StoredOperation } from './operationRow.js';
-import { jsonToRow } from './saveTransitions.js';
+import { jsonToOperation, type StoredOperation } from './operationRow.js';
 
 /** First key of the per-key claim locks (`pg_try_advisory_xact_lock(namespace, hash of the key)`). */
 export const CLAIM_LOCK_NAMESPACE = 7_424_101;
@@ -64,7 +63,7 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<Cl
       CLAIM_LOCK_NAMESPACE,
     ]);
     return rows
-      .map((row) => ({ ...rowToOperation(jsonToRow(row.operation)), next: row.next ? rowToOperation(jsonToRow(row.next)) : null }))
+      .map((row) => ({ ...jsonToOperation(row.operation), next: row.next ? jsonToOperation(row.next) : null }))
       .sort((a, b) => a.seq - b.seq);
   });
 }

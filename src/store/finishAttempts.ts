@@ -4,8 +4,8 @@ import type { OperationState } from '../domain/operation.js';
 import { applyCommands, type AddressedCommand, type CommandResult } from './applyCommands.js';
 import { CLAIM_LOCK_NAMESPACE, startCommand, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
 import { prepared, type Db } from './db.js';
-import { rowToOperation, type StoredOperation } from './operationRow.js';
-import { eventInput, jsonToRow, NEXT_ON_KEY, projectionInput, SET_PROJECTION, stateAfter, transitionArrays, writeTransitions, type Transition } from './saveTransitions.js';
+import { jsonToOperation, type StoredOperation } from './operationRow.js';
+import { eventInput, NEXT_ON_KEY, projectionInput, SET_PROJECTION, stateAfter, transitionArrays, writeTransitions, type Transition } from './saveTransitions.js';
 
 /** An attempt's outcome, with the state the worker was given when it claimed the operation. */
 export interface FinishedAttempt extends AddressedCommand {
@@ -116,7 +116,7 @@ async function writeFinishesAndStarts(
     ...startArrays.events,
   ]);
   const finished = new Set(rows.filter((r) => !r.started).map((r) => r.id));
-  const nextById = new Map(rows.filter((r) => r.started).map((r) => [r.id, r.next ? rowToOperation(jsonToRow(r.next)) : null]));
+  const nextById = new Map(rows.filter((r) => r.started).map((r) => [r.id, r.next ? jsonToOperation(r.next) : null]));
   const started = starts.flatMap((t) =>
     nextById.has(t.before.id) ? [{ ...stateAfter(t), next: nextById.get(t.before.id) ?? null }] : [],
   );
@@ -142,7 +142,9 @@ const FINISH_AND_START = prepared(
          SELECT 1 FROM operations p
          WHERE p.ordering_key = o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
            AND (p.seq < o.seq OR p.state = 'PROCESSING')
-           AND p.id NOT IN (SELECT id FROM finished))
+           AND p.id NOT IN (SELECT id FROM finished)
+         -- a probe per row, never a hash of every active row (see IS_HEAD_OF_KEY)
+         OFFSET 0)
        AND pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key))
      RETURNING o.id, ${NEXT_ON_KEY}
    ), appended AS (

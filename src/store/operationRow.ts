@@ -53,6 +53,36 @@ export function rowToOperation(row: OperationRow): StoredOperation {
   };
 }
 
+/**
+ * A row of `operations` read back through `to_jsonb`: the same as {@link rowToOperation}, with
+ * timestamps that arrive as text.
+ */
+export function jsonToOperation(json: Record<string, unknown>): StoredOperation {
+  const row = json as unknown as Record<keyof OperationRow, unknown>;
+  const iso = (value: unknown) => new Date(value as string).toISOString();
+  return {
+    id: row.id as string,
+    seq: Number(row.seq),
+    externalId: row.external_id as string,
+    type: row.type as string,
+    payload: row.payload as Json,
+    payloadHash: row.payload_hash as string,
+    orderingKey: row.ordering_key as string,
+    status: row.state as OperationStatus,
+    attempts: row.attempts as number,
+    maxAttempts: row.max_attempts as number,
+    runAt: iso(row.run_at),
+    fencingToken: Number(row.fencing_token),
+    leaseOwner: (row.lease_owner as string | null) ?? null,
+    leaseExpiresAt: row.lease_expires_at === null || row.lease_expires_at === undefined ? null : iso(row.lease_expires_at),
+    result: (row.result as Json | null) ?? null,
+    lastError: (row.last_error as OperationProblem | null) ?? null,
+    version: row.version as number,
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+  };
+}
+
 /** A stored event: the domain event plus where it sits. */
 export interface StoredEvent {
   position: number;

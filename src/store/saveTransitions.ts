@@ -2,7 +2,7 @@ import type { OperationEvent } from '../domain/events.js';
 import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
 import { prepared, type Queryable } from './db.js';
-import { eventToRecord, type OperationRow } from './operationRow.js';
+import { eventToRecord } from './operationRow.js';
 
 /** One decided change to an existing operation: the state it was decided on and the events it produced. */
 export interface Transition<S extends OperationState = OperationState> {
@@ -10,9 +10,19 @@ export interface Transition<S extends OperationState = OperationState> {
   events: OperationEvent[];
 }
 
-/** The state after a transition: its events folded onto the state it was decided on. */
+const folded = new WeakMap<Transition, OperationState>();
+
+/**
+ * The state after a transition: its events folded onto the state it was decided on. Folded once
+ * per transition (a finish needs it for its answer and for the row it writes).
+ */
 export function stateAfter<S extends OperationState>(t: Transition<S>): S {
-  return { ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) };
+  let after = folded.get(t);
+  if (!after) {
+    after = { ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) };
+    folded.set(t, after);
+  }
+  return after as S;
 }
 
 /**
@@ -90,7 +100,7 @@ export async function writeTransitions(tx: Queryable, transitions: readonly Tran
 export function transitionArrays(transitions: readonly Transition[]): { rows: unknown[][]; events: unknown[][]; count: number } | null {
   const changed = transitions.filter((t) => t.events.length > 0);
   if (changed.length === 0) return null;
-  const rows = changed.map((t) => ({ t, state: t.events.reduce<OperationState>(evolve, t.before) }));
+  const rows = changed.map((t) => ({ t, state: stateAfter(t) }));
   const events = changed.flatMap((t) => t.events.map((event, i) => eventToRecord(t.before.id, t.before.version + i + 1, event)));
   return {
     count: rows.length,
@@ -117,18 +127,6 @@ export function transitionArrays(transitions: readonly Transition[]): { rows: un
       events.map((e) => e.payload_hash),
       events.map((e) => e.occurred_at),
     ],
-  };
-}
-
-/** A row of `operations` read back through `to_jsonb` (timestamps arrive as text). */
-export function jsonToRow(json: Record<string, unknown>): OperationRow {
-  const date = (value: unknown) => (value === null || value === undefined ? null : new Date(value as string));
-  return {
-    ...(json as unknown as OperationRow),
-    run_at: date(json.run_at) as Date,
-    lease_expires_at: date(json.lease_expires_at),
-    created_at: date(json.created_at) as Date,
-    updated_at: date(json.updated_at) as Date,
   };
 }
 
