@@ -17,7 +17,12 @@ CREATE FUNCTION opsd_claim(
   p_lease_expires_at timestamptz,
   p_lease_expires_at_text text,
   p_lock_namespace integer
-) RETURNS TABLE (operation jsonb, next jsonb)
+) RETURNS TABLE (
+  id uuid, seq bigint, external_id text, type text, payload jsonb, payload_hash text, ordering_key text, state text,
+  attempts integer, max_attempts integer, run_at timestamptz, fencing_token bigint, lease_owner text,
+  lease_expires_at timestamptz, result jsonb, last_error jsonb, version integer, created_at timestamptz,
+  updated_at timestamptz, next jsonb
+)
 LANGUAGE plpgsql
 -- See claimOperations.ts: on stale statistics the planner would sort every PENDING row.
 SET enable_sort = off
@@ -68,7 +73,9 @@ BEGIN
              NULL, NULL, p_now
       FROM started s
     )
-    SELECT to_jsonb(s),
+    SELECT s.id, s.seq, s.external_id, s.type, s.payload, s.payload_hash, s.ordering_key, s.state, s.attempts,
+           s.max_attempts, s.run_at, s.fencing_token, s.lease_owner, s.lease_expires_at, s.result, s.last_error,
+           s.version, s.created_at, s.updated_at,
            (SELECT to_jsonb(n) FROM operations n
             WHERE n.ordering_key = s.ordering_key AND n.state = 'PENDING' AND n.seq > s.seq
             ORDER BY n.seq LIMIT 1)

@@ -1,6 +1,6 @@
 import type { OperationCommand } from '../domain/commands.js';
 import { prepared, type Db } from './db.js';
-import { jsonToOperation, type StoredOperation } from './operationRow.js';
+import { jsonToOperation, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 
 /** First key of the per-key claim locks (`pg_try_advisory_xact_lock(namespace, hash of the key)`). */
 export const CLAIM_LOCK_NAMESPACE = 7_424_101;
@@ -52,7 +52,7 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<Cl
   if (options.limit <= 0 || options.types.length === 0) return [];
   return db.withSession(async (session) => {
     const start = startCommand(options);
-    const { rows } = await session.query<{ operation: Record<string, unknown>; next: Record<string, unknown> | null }>(CLAIM, [
+    const { rows } = await session.query<OperationRow & { next: Record<string, unknown> | null }>(CLAIM, [
       start.now,
       options.limit,
       [...options.types],
@@ -63,7 +63,7 @@ export async function claimOperations(db: Db, options: ClaimOptions): Promise<Cl
       CLAIM_LOCK_NAMESPACE,
     ]);
     return rows
-      .map((row) => ({ ...jsonToOperation(row.operation), next: row.next ? jsonToOperation(row.next) : null }))
+      .map((row) => ({ ...rowToOperation(row), next: row.next ? jsonToOperation(row.next) : null }))
       .sort((a, b) => a.seq - b.seq);
   });
 }
@@ -77,4 +77,4 @@ export function startCommand(claim: Pick<ClaimOptions, 'now' | 'leaseOwner' | 'l
   return { kind: 'start', now: at.toISOString(), leaseOwner: claim.leaseOwner, leaseExpiresAt: new Date(at.getTime() + claim.leaseMs).toISOString() };
 }
 
-const CLAIM = prepared('SELECT operation, next FROM opsd_claim($1, $2, $3, $4, $5, $6, $7, $8)');
+const CLAIM = prepared('SELECT * FROM opsd_claim($1, $2, $3, $4, $5, $6, $7, $8)');
