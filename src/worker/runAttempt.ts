@@ -4,6 +4,7 @@ import { backoffDelayMs } from '../domain/backoff.js';
 import type { OperationProblem } from '../domain/operation.js';
 import { describeThrown, toStorableJson, toStorableText } from '../domain/storableJson.js';
 import type { StoredOperation } from '../store/operationRow.js';
+import type { AttemptAbort } from './attemptAbort.js';
 import { RejectError, RetryError } from './handlerErrors.js';
 import type { RegisteredOperation } from './handlerRegistry.js';
 
@@ -53,11 +54,11 @@ type Settled = { kind: 'returned'; value: unknown } | { kind: 'threw'; error: un
 export async function runAttempt(
   operation: StoredOperation,
   registered: RegisteredOperation,
-  controller: AbortController,
+  abort: AttemptAbort,
   env: AttemptEnvironment,
 ): Promise<AttemptEnd> {
   const timer = setTimeout(
-    () => controller.abort(new AttemptAborted('timeout', `attempt timed out after ${registered.timeoutMs} ms`)),
+    () => abort.abort(new AttemptAborted('timeout', `attempt timed out after ${registered.timeoutMs} ms`)),
     registered.timeoutMs,
   );
   let settled: Settled;
@@ -74,11 +75,13 @@ export async function runAttempt(
             maxAttempts: operation.maxAttempts,
           },
           payload: operation.payload,
-          signal: controller.signal,
+          get signal() {
+            return abort.signal;
+          },
           log: env.log,
         }),
       ),
-      controller.signal,
+      abort,
       env.wedgedAfterMs,
     );
   } finally {
@@ -87,7 +90,7 @@ export async function runAttempt(
   if (settled.kind === 'wedged') return settled;
 
   const fencing = { fencingToken: operation.fencingToken, now: env.now().toISOString() };
-  const aborted = controller.signal.reason;
+  const aborted = abort.reason;
   const abortReason = aborted instanceof AttemptAborted ? aborted.reason : null;
   if (abortReason === 'lease_lost') return { kind: 'nothing' };
   if (settled.kind === 'returned') {
@@ -136,21 +139,19 @@ function problemOf(error: RejectError | RetryError, fallbackCode: string): Opera
  * Waits for the handler to settle. Once the signal aborts, it still waits, but at most
  * `wedgedAfterMs`: a handler may ignore its signal, and its effects are not over until it settles.
  */
-function untilSettledOrWedged(work: Promise<unknown>, signal: AbortSignal, wedgedAfterMs: number): Promise<Settled> {
+function untilSettledOrWedged(work: Promise<unknown>, abort: AttemptAbort, wedgedAfterMs: number): Promise<Settled> {
   return new Promise<Settled>((resolve) => {
     let wedgeTimer: NodeJS.Timeout | undefined;
-    const onAbort = () => {
+    abort.onAbort(() => {
       wedgeTimer = setTimeout(() => resolve({ kind: 'wedged', stopped: work.then(() => undefined, () => undefined) }), wedgedAfterMs);
-    };
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
+    });
     work
       .then(
         (value) => resolve({ kind: 'returned', value }),
         (error: unknown) => resolve({ kind: 'threw', error }),
       )
       .finally(() => {
-        signal.removeEventListener('abort', onAbort);
+        abort.onAbort(null);
         clearTimeout(wedgeTimer);
       });
   });

@@ -10,6 +10,7 @@ import type { StoredOperation } from '../store/operationRow.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { SuccessorClaim } from '../store/finishAttempts.js';
 import type { HandlerRegistry } from './handlerRegistry.js';
+import { AttemptAbort } from './attemptAbort.js';
 import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
 import { AttemptAborted, runAttempt } from './runAttempt.js';
@@ -69,7 +70,7 @@ export interface WorkerStats {
 const WRITES_IN_FLIGHT = 2;
 
 interface RunningAttempt extends HeldAttempt {
-  controller: AbortController;
+  abort: AttemptAbort;
   done: Promise<void>;
   /**
    * Whether it counts against the concurrency limits: while its handler runs, and while its outcome
@@ -161,7 +162,7 @@ export class Worker {
       onLost: (attempt) => {
         this.#stats.leaseLost += 1;
         this.#log.warn({ operation_id: attempt.operation.id }, 'lease lost; aborting the attempt');
-        (attempt as RunningAttempt).controller.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
+        (attempt as RunningAttempt).abort.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
       },
     });
   }
@@ -201,7 +202,7 @@ export class Worker {
     const allDone = () => Promise.allSettled([...this.#running.values()].map((a) => a.done));
     if ((await raceTimeout(allDone(), graceMs)) === 'timeout') {
       const running = [...this.#running.values()];
-      for (const attempt of running) attempt.controller.abort(new AttemptAborted('shutdown', 'worker shutting down'));
+      for (const attempt of running) attempt.abort.abort(new AttemptAborted('shutdown', 'worker shutting down'));
       // Recording may wait for the store; past the wedge cap, shutdown goes on without it.
       await raceTimeout(allDone(), this.#wedgedAfterMs + 1000);
       this.#log.info({ aborted: running.length, still_running: this.#running.size }, 'aborted attempts still running at the end of the grace period');
@@ -321,12 +322,12 @@ export class Worker {
   #startAttempt(operation: StoredOperation): Promise<void> {
     this.#stats.claimed += 1;
     const registered = this.#registry.get(operation.type);
-    const controller = new AbortController();
+    const abort = new AttemptAbort();
     const log = this.#log.child({ operation_id: operation.id, type: operation.type, attempt: operation.attempts });
     log.debug('attempt started');
     const attempt: Omit<RunningAttempt, 'done'> = {
       operation,
-      controller,
+      abort,
       recording: false,
       holdsSlot: true,
       leaseValidUntil: Date.now() + this.#leaseMs,
@@ -337,7 +338,7 @@ export class Worker {
         // Claims are filtered by registered types, so this is a registry changed under a running worker.
         throw new Error(`no handler for ${operation.type}`);
       }
-      const end = await runAttempt(operation, registered, controller, {
+      const end = await runAttempt(operation, registered, abort, {
         now: this.#now,
         random: this.#random,
         log,
