@@ -24,6 +24,7 @@ const received: OperationEvent = {
   orderingKey: 'ext-1',
   maxAttempts: 3,
   runAt: T0,
+  priority: 0,
 };
 
 /** The shortest history that leaves an operation in `status` (after one attempt where one is needed). */
@@ -59,6 +60,7 @@ const commands: Record<Exclude<OperationCommand['kind'], 'accept'>, OperationCom
   reject: { kind: 'reject', now: LATER, ...fenced, reason: { code: 'NO', message: 'no' } },
   fail: { kind: 'fail', now: LATER, ...fenced, error: { code: 'E', message: 'e' }, retryAt: LATER },
   release: { kind: 'release', now: LATER, ...fenced },
+  defer: { kind: 'defer', now: LATER, ...fenced, reason: { code: 'OPSD_HTTP_THROTTLED', message: 'upstream answered 429' }, retryAt: LATER },
   expire_lease: { kind: 'expire_lease', now: LATER, retryAt: LATER },
   cancel: { kind: 'cancel', now: LATER },
   redrive: { kind: 'redrive', now: LATER },
@@ -66,12 +68,12 @@ const commands: Record<Exclude<OperationCommand['kind'], 'accept'>, OperationCom
 
 /** The transition table of DESIGN.md: the event a legal move yields, or the error code of an illegal one. */
 const table: Record<OperationStatus, Record<keyof typeof commands, string>> = {
-  PENDING: { start: 'started', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'cancelled', redrive: 'OPSD_ERR_INVALID_STATE' },
-  PROCESSING: { start: 'OPSD_ERR_INVALID_STATE', complete: 'completed', reject: 'rejected', fail: 'attempt_failed', release: 'released', expire_lease: 'lease_expired', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
-  COMPLETED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
-  REJECTED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
-  FAILED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'redriven' },
-  CANCELLED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
+  PENDING: { start: 'started', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', defer: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'cancelled', redrive: 'OPSD_ERR_INVALID_STATE' },
+  PROCESSING: { start: 'OPSD_ERR_INVALID_STATE', complete: 'completed', reject: 'rejected', fail: 'attempt_failed', release: 'released', defer: 'deferred', expire_lease: 'lease_expired', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
+  COMPLETED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', defer: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
+  REJECTED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', defer: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
+  FAILED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', defer: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'redriven' },
+  CANCELLED: { start: 'OPSD_ERR_INVALID_STATE', complete: 'OPSD_ERR_LEASE_LOST', reject: 'OPSD_ERR_LEASE_LOST', fail: 'OPSD_ERR_LEASE_LOST', release: 'OPSD_ERR_LEASE_LOST', defer: 'OPSD_ERR_LEASE_LOST', expire_lease: 'OPSD_ERR_INVALID_STATE', cancel: 'OPSD_ERR_INVALID_STATE', redrive: 'OPSD_ERR_INVALID_STATE' },
 };
 
 const resultingStatus: Record<string, OperationStatus> = {
@@ -80,6 +82,7 @@ const resultingStatus: Record<string, OperationStatus> = {
   rejected: 'REJECTED',
   attempt_failed: 'PENDING',
   released: 'PENDING',
+  deferred: 'PENDING',
   lease_expired: 'PENDING',
   cancelled: 'CANCELLED',
   redriven: 'PENDING',
@@ -106,7 +109,7 @@ describe('state machine: every status × every command', () => {
   }
 
   it('accept on nothing → received, and the fold is a fresh PENDING operation', () => {
-    const events = decide({ kind: 'accept', now: T0, operationId: 'op-1', externalId: 'ext-1', operationType: 'demo.echo', payload: { a: 1 }, payloadHash: 'h', orderingKey: 'ext-1', maxAttempts: 3, runAt: T0 }, null);
+    const events = decide({ kind: 'accept', now: T0, operationId: 'op-1', externalId: 'ext-1', operationType: 'demo.echo', payload: { a: 1 }, payloadHash: 'h', orderingKey: 'ext-1', maxAttempts: 3, runAt: T0, priority: 0 }, null);
     assert.deepEqual(events, [received]);
     const state = foldEvents(events);
     assert.deepEqual(
@@ -116,7 +119,7 @@ describe('state machine: every status × every command', () => {
   });
 
   it('accept on an existing operation is refused', () => {
-    assert.throws(() => decide({ kind: 'accept', now: T0, operationId: 'x', externalId: 'x', operationType: 't', payload: null, payloadHash: 'h', orderingKey: 'x', maxAttempts: 1, runAt: T0 }, given('PENDING')), /already exists/);
+    assert.throws(() => decide({ kind: 'accept', now: T0, operationId: 'x', externalId: 'x', operationType: 't', payload: null, payloadHash: 'h', orderingKey: 'x', maxAttempts: 1, runAt: T0, priority: 0 }, given('PENDING')), /already exists/);
   });
 
   it('any other command on nothing → OPSD_ERR_NOT_FOUND', () => {
@@ -138,7 +141,7 @@ describe('state machine: given / when / then', () => {
 
   it('an outcome with a stale fencing token is refused: the lease was taken over', () => {
     const state = given('PROCESSING');
-    for (const kind of ['complete', 'reject', 'fail', 'release'] as const) {
+    for (const kind of ['complete', 'reject', 'fail', 'release', 'defer'] as const) {
       const stale = { ...commands[kind], fencingToken: 0 } as OperationCommand;
       assert.throws(() => decide(stale, state), (error: unknown) => error instanceof OpsdError && error.code === 'OPSD_ERR_LEASE_LOST');
     }
@@ -178,6 +181,21 @@ describe('state machine: given / when / then', () => {
     const next = decide(commands.release, state).reduce(evolve, state);
     assert.equal(next.attempts, 0);
     assert.equal(next.status, 'PENDING');
+  });
+
+  it('defer gives the attempt back and makes the operation due when the upstream said', () => {
+    const state = given('PROCESSING');
+    const next = decide(commands.defer, state).reduce(evolve, state);
+    assert.deepEqual(
+      { status: next.status, attempts: next.attempts, runAt: next.runAt, lastError: next.lastError?.code, lease: next.leaseOwner },
+      { status: 'PENDING', attempts: 0, runAt: LATER, lastError: 'OPSD_HTTP_THROTTLED', lease: null },
+    );
+  });
+
+  it('an operation received before priorities existed folds to priority 0', () => {
+    const { priority: _none, ...older } = received as Extract<OperationEvent, { type: 'received' }>;
+    assert.equal(foldEvents([older])?.priority, 0);
+    assert.equal(foldEvents([{ ...older, priority: 7 }])?.priority, 7);
   });
 
   it('redrive resets attempts so the operation gets a fresh set', () => {

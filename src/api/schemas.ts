@@ -1,4 +1,4 @@
-import { OPERATION_STATUSES } from '../domain/operation.js';
+import { OPERATION_STATUSES, PRIORITY_RANGE } from '../domain/operation.js';
 
 const nullableString = { type: ['string', 'null'] } as const;
 
@@ -28,6 +28,7 @@ export const operationSchema = {
     type: { type: 'string' },
     state: { type: 'string', enum: OPERATION_STATUSES },
     ordering_key: { type: 'string' },
+    priority: { type: 'integer' },
     attempts: { type: 'integer' },
     max_attempts: { type: 'integer' },
     payload: {},
@@ -51,6 +52,8 @@ export const newOperationSchema = {
     ordering_key: { type: 'string', minLength: 1, maxLength: 256 },
     max_attempts: { type: 'integer', minimum: 1, maximum: 100 },
     run_at: { type: 'string', minLength: 1, maxLength: 64 },
+    /** Higher is claimed first, never ahead of an earlier operation on its key. */
+    priority: { type: 'integer', minimum: PRIORITY_RANGE.min, maximum: PRIORITY_RANGE.max },
   },
 } as const;
 

@@ -8,6 +8,7 @@ export function operationBody(op: StoredOperation) {
     type: op.type,
     state: op.status,
     ordering_key: op.orderingKey,
+    priority: op.priority,
     attempts: op.attempts,
     max_attempts: op.maxAttempts,
     payload: op.payload,

@@ -12,6 +12,7 @@ export interface SubmittedOperation {
   ordering_key?: string;
   max_attempts?: number;
   run_at?: string;
+  priority?: number;
 }
 
 /**
@@ -38,5 +39,6 @@ export function toNewOperation(body: SubmittedOperation, registry: HandlerRegist
     orderingKey: body.ordering_key,
     maxAttempts: body.max_attempts ?? registered.maxAttempts,
     runAt,
+    priority: body.priority,
   };
 }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Duty } from '../lib/periodic.js';
 import type { Db } from '../store/db.js';
-import { findClaimableHeads } from '../store/findClaimableHeads.js';
+import { findClaimableHeads, type HeadCursor } from '../store/findClaimableHeads.js';
 import type { Dispatcher } from './dispatcher.js';
 
 /** The cause of every reconciler wake-up: one per operation version, however many passes see it. */
@@ -32,18 +32,18 @@ export function createReconciler(options: {
     async runOnce() {
       const at = now();
       let total = 0;
-      let afterSeq: number | undefined;
+      let after: HeadCursor | undefined;
       for (;;) {
         const forgotten = await findClaimableHeads(options.db, {
           unchangedSince: new Date(at.getTime() - staleMs),
           dueBy: at,
           limit: batchSize,
-          ...(afterSeq !== undefined ? { afterSeq } : {}),
+          ...(after ? { after } : {}),
         });
         if (forgotten.length === 0) break;
         await options.dispatcher.dispatch(forgotten, RECONCILE_CAUSE);
         total += forgotten.length;
-        afterSeq = forgotten[forgotten.length - 1]?.seq;
+        after = forgotten[forgotten.length - 1];
         if (forgotten.length < batchSize) break;
       }
       if (total > 0) options.logger.info({ count: total }, 'reconciler re-dispatched operations nobody picked up');

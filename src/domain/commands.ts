@@ -15,6 +15,7 @@ export interface AcceptOperation extends CommandBase {
   orderingKey: string;
   maxAttempts: number;
   runAt: string;
+  priority: number;
 }
 
 export interface StartAttempt extends CommandBase {
@@ -49,6 +50,13 @@ export interface ReleaseAttempt extends FencedCommand {
   kind: 'release';
 }
 
+/** The upstream asked to wait: back to PENDING until `retryAt`, the attempt not counted. */
+export interface DeferAttempt extends FencedCommand {
+  kind: 'defer';
+  reason: OperationProblem;
+  retryAt: string;
+}
+
 export interface ExpireLease extends CommandBase {
   kind: 'expire_lease';
   retryAt: string;
@@ -71,9 +79,10 @@ export type OperationCommand =
   | RejectOperation
   | FailAttempt
   | ReleaseAttempt
+  | DeferAttempt
   | ExpireLease
   | CancelOperation
   | RedriveOperation;
 
 /** Commands a worker sends about an attempt it holds. */
-export type AttemptOutcome = CompleteOperation | RejectOperation | FailAttempt | ReleaseAttempt;
+export type AttemptOutcome = CompleteOperation | RejectOperation | FailAttempt | ReleaseAttempt | DeferAttempt;

@@ -23,6 +23,7 @@ export function decide(command: OperationCommand, state: OperationState | null):
         orderingKey: command.orderingKey,
         maxAttempts: command.maxAttempts,
         runAt: command.runAt,
+        priority: command.priority,
       },
     ];
   }
@@ -46,6 +47,7 @@ export function decide(command: OperationCommand, state: OperationState | null):
     case 'reject':
     case 'fail':
     case 'release':
+    case 'defer':
       requireLease(state, command);
       return decideOutcome(command, state);
     case 'expire_lease':
@@ -80,6 +82,8 @@ function decideOutcome(command: AttemptOutcome, state: OperationState): Operatio
       return [{ type: 'attempt_failed', at, error: command.error, retryAt: command.retryAt }];
     case 'release':
       return [{ type: 'released', at }];
+    case 'defer':
+      return [{ type: 'deferred', at, reason: command.reason, retryAt: command.retryAt }];
     default: {
       const _never: never = command;
       throw new Error(`unknown outcome ${JSON.stringify(_never)}`);

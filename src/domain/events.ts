@@ -16,6 +16,8 @@ export interface OperationReceived extends EventBase {
   orderingKey: string;
   maxAttempts: number;
   runAt: string;
+  /** Absent from operations accepted before priorities existed: 0. */
+  priority?: number;
 }
 
 /** A worker claimed the operation and began an attempt. */
@@ -63,6 +65,16 @@ export interface AttemptReleased extends EventBase {
   type: 'released';
 }
 
+/**
+ * The upstream asked to wait (a 429, or a 503 with Retry-After, on a resource): the attempt does
+ * not count, and the operation is due again at `retryAt`.
+ */
+export interface AttemptDeferred extends EventBase {
+  type: 'deferred';
+  reason: OperationProblem;
+  retryAt: string;
+}
+
 export interface OperationCancelled extends EventBase {
   type: 'cancelled';
 }
@@ -81,6 +93,7 @@ export type OperationEvent =
   | OperationFailed
   | LeaseExpired
   | AttemptReleased
+  | AttemptDeferred
   | OperationCancelled
   | OperationRedriven;
 

@@ -16,6 +16,7 @@ export function evolve(state: OperationState | null, event: OperationEvent): Ope
       payload: event.payload,
       payloadHash: event.payloadHash,
       orderingKey: event.orderingKey,
+      priority: event.priority ?? 0,
       status: 'PENDING',
       attempts: 0,
       maxAttempts: event.maxAttempts,
@@ -62,6 +63,8 @@ export function evolve(state: OperationState | null, event: OperationEvent): Ope
       };
     case 'released':
       return { ...next, ...withoutLease, status: 'PENDING', attempts: state.attempts - 1, runAt: event.at };
+    case 'deferred':
+      return { ...next, ...withoutLease, status: 'PENDING', attempts: state.attempts - 1, runAt: event.retryAt, lastError: event.reason };
     case 'cancelled':
       return { ...next, status: 'CANCELLED' };
     case 'redriven':

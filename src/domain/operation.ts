@@ -13,6 +13,9 @@ export const OPERATION_STATUSES: readonly OperationStatus[] = [
 /** States from which no worker will ever move the operation again (FAILED can still be re-driven by an operator). */
 export const TERMINAL_STATUSES: readonly OperationStatus[] = ['COMPLETED', 'REJECTED', 'FAILED', 'CANCELLED'];
 
+/** Lowest and highest priority a client may give; 0 when it gives none. */
+export const PRIORITY_RANGE = { min: -10, max: 10, default: 0 } as const;
+
 /** JSON value as stored in payloads, results and error details. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -34,6 +37,8 @@ export interface OperationState {
   payload: Json;
   payloadHash: string;
   orderingKey: string;
+  /** Claimed before operations of lower priority (never before an earlier one on its key). */
+  priority: number;
   status: OperationStatus;
   /** Attempts started so far (a released attempt is given back). */
   attempts: number;

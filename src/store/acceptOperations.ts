@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { decide } from '../domain/decide.js';
 import { evolve } from '../domain/evolve.js';
-import type { Json, OperationState } from '../domain/operation.js';
+import { PRIORITY_RANGE, type Json, type OperationState } from '../domain/operation.js';
 import { payloadHash } from '../domain/payloadHash.js';
 import { prepared, type Db } from './db.js';
 import { isTransientConflict } from './storeErrors.js';
@@ -17,6 +17,8 @@ export interface NewOperation {
   maxAttempts: number;
   /** ISO-8601; default: now. */
   runAt?: string | undefined;
+  /** From PRIORITY_RANGE; default 0. */
+  priority?: number | undefined;
 }
 
 /**
@@ -63,6 +65,7 @@ export async function acceptOperations(db: Db, items: readonly NewOperation[], n
         orderingKey: item.orderingKey ?? item.externalId,
         maxAttempts: item.maxAttempts,
         runAt: item.runAt ?? at,
+        priority: item.priority ?? PRIORITY_RANGE.default,
       },
       null,
     );
@@ -100,12 +103,13 @@ interface Holder {
 
 /**
  * The options of a resubmission that differ from the original's: `ordering_key` and
- * `max_attempts` after defaults, `run_at` when the resubmission gives one.
+ * `max_attempts` and `priority` after defaults, `run_at` when the resubmission gives one.
  */
 function differingOptions(item: NewOperation, found: Holder): string[] {
   const fields: string[] = [];
   if ((item.orderingKey ?? item.externalId) !== found.operation.orderingKey) fields.push('ordering_key');
   if (item.maxAttempts !== found.operation.maxAttempts) fields.push('max_attempts');
+  if ((item.priority ?? PRIORITY_RANGE.default) !== found.operation.priority) fields.push('priority');
   if (item.runAt !== undefined && Date.parse(item.runAt) !== Date.parse(found.requestedRunAt)) fields.push('run_at');
   return fields;
 }
@@ -144,6 +148,7 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
       column((c) => c.state.updatedAt),
       column((c) => c.eventRecord.type as string),
       column((c) => JSON.stringify(c.eventRecord.data)),
+      column((c) => c.state.priority),
     ],
   );
   return new Map(rows.map((row) => [row.id, Number(row.seq)]));
@@ -163,18 +168,18 @@ const INSERT_NEW = prepared(
   `WITH input AS (
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                               $8::int[], $9::int[], $10::timestamptz[], $11::bigint[], $12::int[], $13::timestamptz[],
-                              $14::timestamptz[], $15::text[], $16::text[])
+                              $14::timestamptz[], $15::text[], $16::text[], $17::smallint[])
            WITH ORDINALITY AS x(id, external_id, type, payload, payload_hash, ordering_key, state, attempts, max_attempts,
-                                run_at, fencing_token, version, created_at, updated_at, event_type, event_data, ord)
+                                run_at, fencing_token, version, created_at, updated_at, event_type, event_data, priority, ord)
        ), numbered AS (
          -- Acceptance order (seq) is submission order...
          SELECT input.*, nextval(pg_get_serial_sequence('operations', 'seq')) AS seq
          FROM (SELECT * FROM input ORDER BY ord) AS input
        ), inserted AS (
-         INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, state, attempts,
+         INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, priority, state, attempts,
                                  max_attempts, run_at, fencing_token, version, created_at, updated_at)
          OVERRIDING SYSTEM VALUE
-         SELECT id, seq, external_id, type, payload::jsonb, payload_hash, ordering_key, state, attempts,
+         SELECT id, seq, external_id, type, payload::jsonb, payload_hash, ordering_key, priority, state, attempts,
                 max_attempts, run_at, fencing_token, version, created_at, updated_at
          -- ...but rows go in by external_id: each locks its entry in the unique index as it goes in, and
          -- one canonical order keeps two overlapping batches from each holding what the other waits for.

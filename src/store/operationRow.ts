@@ -15,6 +15,7 @@ export interface OperationRow {
   payload: Json;
   payload_hash: string;
   ordering_key: string;
+  priority: number;
   state: OperationStatus;
   attempts: number;
   max_attempts: number;
@@ -38,6 +39,7 @@ export function rowToOperation(row: OperationRow): StoredOperation {
     payload: row.payload,
     payloadHash: row.payload_hash,
     orderingKey: row.ordering_key,
+    priority: row.priority,
     status: row.state,
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
@@ -68,6 +70,7 @@ export function jsonToOperation(json: Record<string, unknown>): StoredOperation 
     payload: row.payload as Json,
     payloadHash: row.payload_hash as string,
     orderingKey: row.ordering_key as string,
+    priority: row.priority as number,
     status: row.state as OperationStatus,
     attempts: row.attempts as number,
     maxAttempts: row.max_attempts as number,
