@@ -20,11 +20,11 @@ CREATE TABLE opsd_resources (
   updated_at timestamptz NOT NULL
 );
 
--- Recent starts per ordering key on a resource with a per-key rate.
+-- Recent starts per ordering key on a resource with a per-key rate (ms since the epoch, a JSON array).
 CREATE TABLE opsd_key_starts (
   resource text NOT NULL,
   ordering_key text NOT NULL,
-  starts bigint[] NOT NULL,
+  starts jsonb NOT NULL,
   last_start timestamptz NOT NULL,
   PRIMARY KEY (resource, ordering_key)
 );

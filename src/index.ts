@@ -1,5 +1,6 @@
 export { defineOperation, type OperationContext, type OperationDefinition } from './worker/defineOperation.js';
 export { RejectError, RetryError } from './worker/handlerErrors.js';
+export { defineResource, type ResourceDefinition, type RateLimit, type BreakerPolicy } from './protect/resourcePolicy.js';
 export type { Json, OperationStatus, OperationState, OperationProblem } from './domain/operation.js';
 export type { OperationEvent } from './domain/events.js';
 export { ERROR_CATALOG, OpsdError, type ErrorCode } from './domain/errors.js';

@@ -298,7 +298,8 @@ describeEachBackend('worker', (db) => {
       const events = (await listEvents(db(), busy!.id)).map((e) => e.event);
       const retry = events.find((e) => e.type === 'attempt_failed') as Extract<OperationEvent, { type: 'attempt_failed' }>;
       assert.equal(Date.parse(retry.retryAt) - Date.parse(retry.at), 1000);
-      assert.equal(retry.error.code, 'OPSD_HTTP_RETRYABLE_STATUS');
+      // A 503 with Retry-After asks to wait: without a resource on the type, an ordinary retry.
+      assert.equal(retry.error.code, 'OPSD_HTTP_THROTTLED');
     } finally {
       await harness.worker.stop(1000);
     }

@@ -30,7 +30,7 @@ const httpOptions = (command: Command, port: string) =>
 const workerOptions = (command: Command) =>
   command
     .addOption(new Option('--concurrency <n>', 'attempts run at once, all types together').env('OPSD_CONCURRENCY').default('10'))
-    .addOption(new Option('--type-concurrency <limits>', 'per-type limits, e.g. "payments.charge=5,pdf.render=2"').env('OPSD_TYPE_CONCURRENCY'));
+    .addOption(new Option('--type-concurrency <limits>', 'per-type caps across every worker process, e.g. "payments.charge=5,pdf.render=2"').env('OPSD_TYPE_CONCURRENCY'));
 
 type Options = Record<string, string | undefined>;
 

@@ -1,5 +1,5 @@
 import type { OperationCommand } from '../domain/commands.js';
-import { prepared, type Db } from './db.js';
+import { prepared, type Db, type Queryable } from './db.js';
 import { jsonToOperation, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 
 /** First key of the per-key claim locks (`pg_try_advisory_xact_lock(namespace, hash of the key)`). */
@@ -50,22 +50,26 @@ export type ClaimedOperation = StoredOperation & { next: StoredOperation | null 
  */
 export async function claimOperations(db: Db, options: ClaimOptions): Promise<ClaimedOperation[]> {
   if (options.limit <= 0 || options.types.length === 0) return [];
-  return db.withSession(async (session) => {
-    const start = startCommand(options);
-    const { rows } = await session.query<OperationRow & { next: Record<string, unknown> | null }>(CLAIM, [
-      start.now,
-      options.limit,
-      [...options.types],
-      [...(options.busyKeys ?? [])],
-      options.leaseOwner,
-      start.leaseExpiresAt,
-      start.leaseExpiresAt,
-      CLAIM_LOCK_NAMESPACE,
-    ]);
-    return rows
-      .map((row) => ({ ...rowToOperation(row), next: row.next ? jsonToOperation(row.next) : null }))
-      .sort((a, b) => a.seq - b.seq);
-  });
+  return db.withSession((session) => claimOn(session, options));
+}
+
+/** The claim on a session the caller holds, in its transaction if it has one open (the locks then last until it ends). */
+export async function claimOn(session: Queryable, options: ClaimOptions): Promise<ClaimedOperation[]> {
+  if (options.limit <= 0 || options.types.length === 0) return [];
+  const start = startCommand(options);
+  const { rows } = await session.query<OperationRow & { next: Record<string, unknown> | null }>(CLAIM, [
+    start.now,
+    options.limit,
+    [...options.types],
+    [...(options.busyKeys ?? [])],
+    options.leaseOwner,
+    start.leaseExpiresAt,
+    start.leaseExpiresAt,
+    CLAIM_LOCK_NAMESPACE,
+  ]);
+  return rows
+    .map((row) => ({ ...rowToOperation(row), next: row.next ? jsonToOperation(row.next) : null }))
+    .sort((a, b) => b.priority - a.priority || a.seq - b.seq);
 }
 
 /**

@@ -145,6 +145,7 @@ const FINISH_AND_START = prepared(
            AND p.id NOT IN (SELECT id FROM finished)
          -- a probe per row, never a hash of every active row (see IS_HEAD_OF_KEY)
          OFFSET 0)
+       AND NOT EXISTS (SELECT 1 FROM opsd_type_controls c WHERE c.type = o.type AND c.paused)
        AND pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key))
      RETURNING o.id, ${NEXT_ON_KEY}
    ), appended AS (

@@ -39,6 +39,8 @@ const MAX_RESPONSE_BYTES = 256 * 1024;
 /**
  * Sends one HTTP request. 2xx completes with status and body; 429, 5xx and network errors retry
  * (honouring `Retry-After`); any other status rejects, redirects included (they are not followed).
+ * A 429, or a 503 with Retry-After, asks to wait: when a resource governs `http.request`, it pauses
+ * that resource and the attempt is deferred (not counted).
  * Loopback, private, link-local and reserved destinations are refused (`OPSD_HTTP_DESTINATION_REFUSED`),
  * checked on every address the name resolves to, unless `OPSD_HTTP_ALLOW` lists them.
  */
@@ -79,9 +81,12 @@ export const httpRequest = defineOperation<HttpRequestPayload>({
     if (response.statusCode >= 200 && response.statusCode < 300) return result;
     if (response.statusCode === 429 || response.statusCode >= 500) {
       const retryAfterMs = parseRetryAfter(response.headers['retry-after'], Date.now());
+      // The upstream asks to wait: on a resource, every worker pauses it and the attempt is deferred.
+      const asksToWait = response.statusCode === 429 || (response.statusCode === 503 && retryAfterMs !== undefined);
       throw new RetryError(`upstream answered ${response.statusCode}`, {
-        code: 'OPSD_HTTP_RETRYABLE_STATUS',
+        code: asksToWait ? 'OPSD_HTTP_THROTTLED' : 'OPSD_HTTP_RETRYABLE_STATUS',
         details: result,
+        pauseResource: asksToWait,
         ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
       });
     }

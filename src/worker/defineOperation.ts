@@ -30,8 +30,18 @@ export interface OperationDefinition<P = Json, R = unknown> {
   timeoutMs?: number;
   /** Attempts before FAILED, unless the client sets `max_attempts`. Default 5. */
   maxAttempts?: number;
-  /** Attempts of this type one worker runs at once (`OPSD_TYPE_CONCURRENCY` overrides). Default: only the worker's global limit. */
+  /**
+   * Attempts of this type in flight at once across every worker process (`OPSD_TYPE_CONCURRENCY`
+   * overrides). Default: no cap beyond each worker's own concurrency.
+   */
   concurrency?: number;
+  /** The resource (see `defineResource`) whose rate, slots and breaker its attempts go through. Default: none. */
+  resource?: string;
+  /**
+   * Most PENDING operations of this type; past it new submissions get 429 (those with a priority
+   * below 0 once the backlog is at half of it). Default: no limit.
+   */
+  maxBacklog?: number;
   /** Delay between attempts (exponential, full jitter). Default `{ baseMs: 1000, maxMs: 300000 }`. */
   backoff?: Partial<BackoffPolicy>;
   /**
@@ -51,11 +61,14 @@ export function defineOperation<P = Json, R = unknown>(definition: OperationDefi
   if (typeof definition.handle !== 'function') {
     throw new TypeError(`operation type "${definition.type}" has no handle function`);
   }
-  for (const key of ['timeoutMs', 'maxAttempts', 'concurrency'] as const) {
+  for (const key of ['timeoutMs', 'maxAttempts', 'concurrency', 'maxBacklog'] as const) {
     const value = definition[key];
     if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
       throw new TypeError(`operation type "${definition.type}": ${key} must be a positive integer`);
     }
+  }
+  if (definition.resource !== undefined && (typeof definition.resource !== 'string' || definition.resource === '')) {
+    throw new TypeError(`operation type "${definition.type}": resource must name a resource`);
   }
   return Object.assign(definition, { [DEFINITION]: true });
 }

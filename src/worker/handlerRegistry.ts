@@ -1,6 +1,7 @@
 import { Ajv, type ValidateFunction } from 'ajv';
 import { DEFAULT_BACKOFF, type BackoffPolicy } from '../domain/backoff.js';
 import type { Json } from '../domain/operation.js';
+import type { ResourceDefinition } from '../protect/resourcePolicy.js';
 import type { OperationDefinition } from './defineOperation.js';
 
 /** A definition with every default filled in. */
@@ -15,9 +16,10 @@ export interface RegisteredOperation {
 export const DEFAULT_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_ATTEMPTS = 5;
 
-/** The operation types this process knows, by type. */
+/** The operation types this process knows, by type, and the resources they go through. */
 export class HandlerRegistry {
   readonly #byType = new Map<string, RegisteredOperation>();
+  readonly #resources = new Map<string, ResourceDefinition>();
   readonly #ajv = new Ajv({ allErrors: true, strict: false });
 
   register(definition: OperationDefinition<never, unknown>): this {
@@ -37,7 +39,49 @@ export class HandlerRegistry {
     return this.#byType.get(type);
   }
 
-  /** Per-type limits the definitions declare. */
+  registerResource(resource: ResourceDefinition): this {
+    if (this.#resources.has(resource.name)) throw new Error(`resource "${resource.name}" is defined twice`);
+    this.#resources.set(resource.name, resource);
+    return this;
+  }
+
+  resources(): ResourceDefinition[] {
+    return [...this.#resources.values()];
+  }
+
+  resource(name: string): ResourceDefinition | undefined {
+    return this.#resources.get(name);
+  }
+
+  /** The resource a type's attempts go through: the one its definition names, or one that lists it. */
+  resourceOf(type: string): ResourceDefinition | null {
+    const named = this.#byType.get(type)?.definition.resource;
+    if (named !== undefined) return this.#resources.get(named) ?? null;
+    for (const resource of this.#resources.values()) if (resource.types?.includes(type)) return resource;
+    return null;
+  }
+
+  /** Fails naming every reference to a resource nobody defined, and every type claimed by two resources. */
+  checkResources(): void {
+    const problems: string[] = [];
+    for (const [type, registered] of this.#byType) {
+      const named = registered.definition.resource;
+      if (named !== undefined && !this.#resources.has(named)) problems.push(`operation type "${type}" names resource "${named}", which is not defined`);
+      const listing = [...this.#resources.values()].filter((r) => r.types?.includes(type)).map((r) => r.name);
+      if (listing.length + (named !== undefined ? 1 : 0) > 1) problems.push(`operation type "${type}" is governed by more than one resource (${[named, ...listing].filter(Boolean).join(', ')})`);
+    }
+    for (const resource of this.#resources.values()) {
+      for (const type of resource.types ?? []) if (!this.#byType.has(type)) problems.push(`resource "${resource.name}" lists type "${type}", which is not defined`);
+    }
+    if (problems.length > 0) throw new Error(`OPSD_HANDLERS: ${problems.join('; ')}`);
+  }
+
+  /** The backlog cap of a type, if it has one. */
+  maxBacklog(type: string): number | undefined {
+    return this.#byType.get(type)?.definition.maxBacklog;
+  }
+
+  /** Cluster-wide per-type caps the definitions declare. */
   typeConcurrency(): Record<string, number> {
     const limits: Record<string, number> = {};
     for (const [type, registered] of this.#byType) {

@@ -21,7 +21,10 @@ export interface WorkerReport {
   retried: number;
   failed: number;
   released: number;
+  deferred: number;
   lease_losses: number;
+  /** Claims held back by a shared limit, by reason, and what attempts told their resources. */
+  protection: { waits: Record<string, number>; throttled: number; breaker_opened: number; reports_lost: number };
   /** Operations waiting to run, as this worker last saw it (refreshed at most once a second). */
   queue_depth: number | null;
   leader: boolean;
@@ -70,6 +73,7 @@ export async function startHealthServer(options: {
     if (path === '/stats') {
       void refreshDepth().then((queueDepth) => {
         const stats = options.worker.stats;
+        const protection = options.worker.protection;
         const report: WorkerReport = {
           worker: options.worker.id,
           running: stats.running,
@@ -79,7 +83,14 @@ export async function startHealthServer(options: {
           retried: stats.retried,
           failed: stats.failed,
           released: stats.released,
+          deferred: stats.deferred,
           lease_losses: stats.leaseLost,
+          protection: {
+            waits: protection.waits,
+            throttled: protection.throttled,
+            breaker_opened: protection.breakerOpened,
+            reports_lost: protection.lost,
+          },
           queue_depth: queueDepth,
           leader: options.isLeader(),
         };

@@ -4,10 +4,12 @@ import { pathToFileURL } from 'node:url';
 import { BUILTIN_OPERATIONS } from './builtinOperations.js';
 import { isOperationDefinition, type OperationDefinition } from './defineOperation.js';
 import { HandlerRegistry } from './handlerRegistry.js';
+import { isResourceDefinition } from '../protect/resourcePolicy.js';
 
 /**
  * The registry of a process: the built-in types plus every definition exported by the module at
- * `handlersPath` (default export: one definition or an array; named exports: definitions).
+ * `handlersPath` (default export: one definition or an array; named exports: definitions), and
+ * the resources it exports (made with `defineResource`, alone or in arrays, under any name).
  */
 export async function loadHandlers(handlersPath: string | undefined): Promise<HandlerRegistry> {
   const registry = new HandlerRegistry();
@@ -23,5 +25,7 @@ export async function loadHandlers(handlersPath: string | undefined): Promise<Ha
     throw new Error(`OPSD_HANDLERS: ${absolute} exports no operation defined with defineOperation()`);
   }
   for (const definition of new Set(definitions)) registry.register(definition as OperationDefinition<never, unknown>);
+  for (const resource of new Set(exported.filter(isResourceDefinition))) registry.registerResource(resource);
+  registry.checkResources();
   return registry;
 }

@@ -85,6 +85,8 @@ function withoutDetails(addressed: FinishedAttempt): FinishedAttempt {
       return command.reason.details === undefined ? addressed : { ...addressed, command: { ...command, reason: { code: command.reason.code, message: command.reason.message } } };
     case 'fail':
       return command.error.details === undefined ? addressed : { ...addressed, command: { ...command, error: { code: command.error.code, message: command.error.message } } };
+    case 'defer':
+      return command.reason.details === undefined ? addressed : { ...addressed, command: { ...command, reason: { code: command.reason.code, message: command.reason.message } } };
     default:
       return addressed;
   }

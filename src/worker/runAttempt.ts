@@ -30,7 +30,12 @@ export interface AttemptEnvironment {
    * Until then the attempt keeps its slot, its lease and its key's turn.
    */
   wedgedAfterMs: number;
+  /** The type goes through a resource: an upstream's "wait" pauses it and defers the attempt. */
+  hasResource: boolean;
 }
+
+/** How long a resource pauses when an upstream asks to wait without saying for how long. */
+export const DEFAULT_PAUSE_MS = 1000;
 
 /**
  * How an attempt ended: an outcome to record; nothing to record (its lease is gone, so the
@@ -38,7 +43,7 @@ export interface AttemptEnvironment {
  * running `wedgedAfterMs` later).
  */
 export type AttemptEnd =
-  | { kind: 'record'; outcome: AttemptOutcome }
+  | { kind: 'record'; outcome: AttemptOutcome; pauseResourceUntil?: string }
   | { kind: 'nothing' }
   | { kind: 'wedged'; stopped: Promise<void> };
 
@@ -103,6 +108,10 @@ export async function runAttempt(
     return { kind: 'record', outcome: { kind: 'reject', ...fencing, reason: problemOf(error, 'OPSD_REJECTED') } };
   }
   const now = new Date(fencing.now);
+  if (error instanceof RetryError && error.pauseResource && env.hasResource && abortReason === null) {
+    const until = new Date(now.getTime() + retryDelayMs(error.retryAfterMs, () => DEFAULT_PAUSE_MS)).toISOString();
+    return { kind: 'record', outcome: { kind: 'defer', ...fencing, retryAt: until, reason: problemOf(error, 'OPSD_THROTTLED') }, pauseResourceUntil: until };
+  }
   const delayMs = retryDelayMs(error instanceof RetryError ? error.retryAfterMs : undefined, () =>
     backoffDelayMs(operation.attempts, registered.backoff, env.random),
   );

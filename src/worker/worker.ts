@@ -3,17 +3,21 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
 import { WakeSignal } from '../lib/wakeSignal.js';
+import type { ResourceDefinition } from '../protect/resourcePolicy.js';
+import type { AttemptReport } from '../protect/resourceRules.js';
 import { raceTimeout } from '../lib/withTimeout.js';
-import { claimOperations, type ClaimedOperation } from '../store/claimOperations.js';
+import type { ClaimedOperation } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { SuccessorClaim } from '../store/finishAttempts.js';
 import type { HandlerRegistry } from './handlerRegistry.js';
 import { AttemptAbort } from './attemptAbort.js';
+import { GroupClaims, type ClaimWaits } from './groupClaims.js';
 import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
+import { createResourceReports, type ResourceReportStats } from './resourceReports.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
-import { AttemptAborted, runAttempt } from './runAttempt.js';
+import { AttemptAborted, runAttempt, type AttemptEnd } from './runAttempt.js';
 
 /** Options of a worker; every one has a default. */
 export interface WorkerOptions {
@@ -22,7 +26,10 @@ export interface WorkerOptions {
   logger: Logger;
   /** Attempts run at the same time, all types together. Default 10. */
   concurrency?: number;
-  /** Attempts of one type run at the same time, by type. Default: only the global limit. */
+  /**
+   * Attempts of one type in flight at once across every worker process, by type (the store
+   * enforces them). Default: only each worker's own concurrency.
+   */
   typeConcurrency?: Readonly<Record<string, number>>;
   /**
    * Where operations this worker puts back to PENDING (retries, releases at shutdown) are announced
@@ -59,6 +66,8 @@ export interface WorkerStats {
   retried: number;
   failed: number;
   released: number;
+  /** Attempts deferred because their upstream asked to wait (not counted as attempts). */
+  deferred: number;
   leaseLost: number;
 }
 
@@ -68,6 +77,18 @@ export interface WorkerStats {
  * for the same rows, indexes and WAL flushes.
  */
 const WRITES_IN_FLIGHT = 2;
+
+/**
+ * What an outcome says about the upstream, for a resource's breaker: it answered (yes, or a business
+ * no), it failed, or the attempt says nothing (given back at shutdown, or deferred at its request).
+ */
+const VERDICTS: Record<AttemptOutcome['kind'], AttemptReport['verdict']> = {
+  complete: 'success',
+  reject: 'success',
+  fail: 'failure',
+  release: 'neutral',
+  defer: 'neutral',
+};
 
 interface RunningAttempt extends HeldAttempt {
   abort: AttemptAbort;
@@ -92,7 +113,8 @@ export class Worker {
   readonly #registry: HandlerRegistry;
   readonly #log: Logger;
   readonly #concurrency: number;
-  readonly #typeConcurrency: ReadonlyMap<string, number>;
+  readonly #groups: GroupClaims;
+  readonly #reports: ReturnType<typeof createResourceReports>;
   readonly #announceTo: Dispatcher | undefined;
   readonly #leaseMs: number;
   readonly #pollIntervalMs: number;
@@ -103,8 +125,8 @@ export class Worker {
   readonly #wedgedAfterMs: number;
   readonly #onWedged: (operation: StoredOperation) => void;
   readonly #record: ReturnType<typeof createOutcomeRecorder>;
-  /** Slots promised to claims under way, in total and by type: counted as taken until the claim returns. */
-  readonly #reserved = new Map<string | null, number>();
+  /** Slots promised to claims under way: counted as taken until the claim returns. */
+  #reserved = 0;
   readonly #stats: Omit<WorkerStats, 'running'> = {
     claimed: 0,
     completed: 0,
@@ -112,6 +134,7 @@ export class Worker {
     retried: 0,
     failed: 0,
     released: 0,
+    deferred: 0,
     leaseLost: 0,
   };
   #stopping = false;
@@ -134,7 +157,6 @@ export class Worker {
     this.#db = options.db;
     this.#registry = options.registry;
     this.#concurrency = options.concurrency ?? 10;
-    this.#typeConcurrency = new Map(Object.entries(options.typeConcurrency ?? {}));
     this.#announceTo = options.announceTo;
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#pollIntervalMs = options.pollIntervalMs ?? 1000;
@@ -149,6 +171,14 @@ export class Worker {
         this.#log.fatal({ operation_id: operation.id, type: operation.type }, 'handler did not stop after its signal aborted: exiting so that its lease expires');
         process.exit(70);
       });
+    this.#groups = new GroupClaims({
+      db: this.#db,
+      registry: this.#registry,
+      typeCaps: options.typeConcurrency ?? {},
+      pollIntervalMs: this.#pollIntervalMs,
+      wakeAt: (at) => this.notifyAt(at),
+    });
+    this.#reports = createResourceReports({ db: this.#db, log: this.#log, now: this.#now });
     this.#record = createOutcomeRecorder(this.#db, {
       inFlight: WRITES_IN_FLIGHT,
       successors: { claim: () => this.#successorClaim(), started: (ops) => this.#startSuccessors(ops) },
@@ -169,6 +199,11 @@ export class Worker {
 
   get stats(): WorkerStats {
     return { running: this.#running.size, ...this.#stats };
+  }
+
+  /** What protection did in this worker: claims held back by reason, and what attempts told their resources. */
+  get protection(): { waits: ClaimWaits } & ResourceReportStats {
+    return { waits: { ...this.#groups.waits }, ...this.#reports.stats };
   }
 
   start(): void {
@@ -212,33 +247,23 @@ export class Worker {
   }
 
   /**
-   * The most attempts of `type` this worker would start now (slots promised to claims under way
-   * count as taken). Outcomes still being written hold no slot, but at most `concurrency` of them
-   * may wait, so a store slower to record than to claim cannot pile them up.
+   * The most attempts this worker would start now (slots promised to claims under way count as
+   * taken). Outcomes still being written hold no slot, but at most `concurrency` of them may wait,
+   * so a store slower to record than to claim cannot pile them up.
    */
-  freeSlots(type?: string): number {
-    const limit = type === undefined ? undefined : this.#typeConcurrency.get(type);
+  freeSlots(): number {
     let held = 0;
-    let heldOfType = this.#reserved.get(type ?? null) ?? 0;
-    for (const attempt of this.#running.values()) {
-      if (!attempt.holdsSlot) continue;
-      held += 1;
-      if (attempt.operation.type === type) heldOfType += 1;
-    }
-    const reserved = this.#reserved.get(null) ?? 0;
-    const free = Math.min(this.#concurrency - held, 2 * this.#concurrency - this.#running.size) - reserved;
-    if (limit === undefined) return Math.max(0, free);
-    return Math.max(0, Math.min(free, limit - heldOfType));
+    for (const attempt of this.#running.values()) if (attempt.holdsSlot) held += 1;
+    return Math.max(0, Math.min(this.#concurrency - held, 2 * this.#concurrency - this.#running.size) - this.#reserved);
   }
 
-  /** Holds `count` slots (of `type`, if limited) while `claim` runs, so that concurrent claims never overshoot a limit. */
-  async #withReservedSlots<T>(count: number, type: string | undefined, claim: () => Promise<T>): Promise<T> {
-    const keys: (string | null)[] = type !== undefined && this.#typeConcurrency.has(type) ? [null, type] : [null];
-    for (const key of keys) this.#reserved.set(key, (this.#reserved.get(key) ?? 0) + count);
+  /** Holds `count` slots while `claim` runs, so that concurrent claims never overshoot the concurrency. */
+  async #withReservedSlots<T>(count: number, claim: () => Promise<T>): Promise<T> {
+    this.#reserved += count;
     try {
       return await claim();
     } finally {
-      for (const key of keys) this.#reserved.set(key, (this.#reserved.get(key) ?? 0) - count);
+      this.#reserved -= count;
     }
   }
 
@@ -257,8 +282,9 @@ export class Worker {
   }
 
   /**
-   * One claim for all types without a limit of their own, then one per limited type. Each is sized
-   * just before it runs, with the slots of the claims before it already counted.
+   * One claim per group (see GroupClaims): the types free of limits first, then each group that
+   * shares a resource or a cap and may have room. Each is sized just before it runs, with the slots
+   * of the claims before it already counted.
    */
   async #claimOnce(): Promise<void> {
     const recent = Date.now() - this.#lastScanAt < this.#pollIntervalMs;
@@ -266,24 +292,14 @@ export class Worker {
     this.#scanWanted = false;
     this.#lastScanAt = Date.now();
     this.#lastScanShort = false;
-    const types = this.#registry.types();
-    const unlimited = types.filter((t) => !this.#typeConcurrency.has(t));
-    const groups: { types: string[]; limited?: string }[] = [{ types: unlimited }];
-    for (const type of types.filter((t) => this.#typeConcurrency.has(t))) groups.push({ types: [type], limited: type });
-    for (const group of groups) {
-      const limit = this.freeSlots(group.limited);
-      if (limit <= 0 || group.types.length === 0) continue;
-      const claimed = await this.#withReservedSlots(limit, group.limited, () =>
-        claimOperations(this.#db, {
-          limit,
-          types: group.types,
-          now: this.#now,
-          leaseOwner: this.id,
-          leaseMs: this.#leaseMs,
-          busyKeys: this.#busyKeys(),
-        }),
+    for (const group of this.#groups.groups) {
+      if (!this.#groups.due(group, this.#now().getTime())) continue;
+      const limit = this.freeSlots();
+      if (limit <= 0) break;
+      const { claimed, short } = await this.#withReservedSlots(limit, () =>
+        this.#groups.claim(group, { limit, types: group.types, now: this.#now, leaseOwner: this.id, leaseMs: this.#leaseMs, busyKeys: this.#busyKeys() }),
       );
-      if (claimed.length < limit) this.#lastScanShort = true;
+      if (short) this.#lastScanShort = true;
       for (const operation of claimed) void this.#startAttempt(operation);
     }
   }
@@ -295,7 +311,7 @@ export class Worker {
       leaseOwner: this.id,
       leaseMs: this.#leaseMs,
       now: this.#now,
-      types: this.#registry.types().filter((t) => !this.#typeConcurrency.has(t)),
+      types: this.#groups.freeTypes(),
       busyKeys: this.#busyKeys(),
     };
   }
@@ -322,6 +338,7 @@ export class Worker {
   #startAttempt(operation: StoredOperation): Promise<void> {
     this.#stats.claimed += 1;
     const registered = this.#registry.get(operation.type);
+    const resource = this.#registry.resourceOf(operation.type);
     const abort = new AttemptAbort();
     const log = this.#log.child({ operation_id: operation.id, type: operation.type, attempt: operation.attempts });
     log.debug('attempt started');
@@ -343,7 +360,9 @@ export class Worker {
         random: this.#random,
         log,
         wedgedAfterMs: this.#wedgedAfterMs,
+        hasResource: resource !== null,
       });
+      if (resource) this.#reportToResource(resource, operation, end);
       if (end.kind === 'wedged') {
         this.#wedged(attempt, log);
         // The slot and the key are given back only when the handler really stops, if ever.
@@ -356,12 +375,28 @@ export class Worker {
       .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
       .finally(() => {
         this.#running.delete(operation.id);
+        this.#groups.ended(operation.type);
         // A slot no successor took may serve work a scan would find.
         if (!this.#handedOver.delete(operation.id)) this.#scanWanted = true;
         this.#wake.notify();
       });
     this.#running.set(operation.id, Object.assign(attempt, { done }));
     return done;
+  }
+
+  /**
+   * Tells the resource what the attempt's end says about its upstream: a pause it asked for (this
+   * worker holds back at once, the others once the store has it), a failure for the breaker, or the
+   * answer of the breaker's probe.
+   */
+  #reportToResource(resource: ResourceDefinition, operation: StoredOperation, end: AttemptEnd): void {
+    const verdict = end.kind === 'record' ? VERDICTS[end.outcome.kind] : 'neutral';
+    const probe = this.#groups.takeProbe(operation.id) !== null;
+    const pauseUntil = end.kind === 'record' && end.pauseResourceUntil ? Date.parse(end.pauseResourceUntil) : undefined;
+    if (pauseUntil !== undefined) this.#groups.pauseLocally(resource.name, pauseUntil);
+    const attempt = resource.breaker && (probe || verdict === 'failure') ? { operationId: operation.id, verdict } : undefined;
+    if (!attempt && pauseUntil === undefined) return;
+    this.#reports.report(resource, { ...(attempt ? { attempt } : {}), ...(pauseUntil !== undefined ? { pauseUntil } : {}) });
   }
 
   /** Gives an attempt's slot back before its outcome is recorded; a claim may use it at once. */
@@ -410,6 +445,13 @@ export class Worker {
         if (outcome.kind === 'release') {
           this.#stats.released += 1;
           log.info('attempt released at shutdown');
+          await this.#announce([after]);
+          return;
+        }
+        if (outcome.kind === 'defer') {
+          this.#stats.deferred += 1;
+          log.info({ reason: after.lastError, retry_at: after.runAt }, 'upstream asked to wait: attempt deferred, not counted');
+          this.notifyAt(new Date(after.runAt));
           await this.#announce([after]);
           return;
         }

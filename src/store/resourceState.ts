@@ -1,0 +1,45 @@
+import { INITIAL_RESOURCE_STATE, type ResourceState } from '../protect/resourceRules.js';
+import type { Db, Queryable } from './db.js';
+
+/**
+ * The shared state of a resource, locked for the rest of the caller's transaction: every claim for
+ * the resource and every change to it line up behind this row. The row is made on first use.
+ */
+export async function lockResourceState(tx: Queryable, name: string): Promise<ResourceState> {
+  await tx.query(
+    `INSERT INTO opsd_resources (name, state, updated_at) VALUES ($1, $2::jsonb, now()) ON CONFLICT (name) DO NOTHING`,
+    [name, JSON.stringify(INITIAL_RESOURCE_STATE)],
+  );
+  const { rows } = await tx.query<{ state: ResourceState }>('SELECT state FROM opsd_resources WHERE name = $1 FOR UPDATE', [name]);
+  return { ...INITIAL_RESOURCE_STATE, ...(rows[0]?.state ?? {}) };
+}
+
+export async function writeResourceState(tx: Queryable, name: string, state: ResourceState): Promise<void> {
+  await tx.query('UPDATE opsd_resources SET state = $2::jsonb, updated_at = now() WHERE name = $1', [name, JSON.stringify(state)]);
+}
+
+/** Applies `change` to a resource's state under its lock; returns the state written. */
+export async function updateResourceState(db: Db, name: string, change: (state: ResourceState) => ResourceState): Promise<ResourceState> {
+  return db.transaction(async (tx) => {
+    const before = await lockResourceState(tx, name);
+    const after = change(before);
+    if (after !== before) await writeResourceState(tx, name, after);
+    return after;
+  });
+}
+
+/** Every resource's state as last written, by name (resources never used have none). */
+export async function readResourceStates(db: Queryable): Promise<Map<string, ResourceState>> {
+  const { rows } = await db.query<{ name: string; state: ResourceState }>('SELECT name, state FROM opsd_resources');
+  return new Map(rows.map((row) => [row.name, { ...INITIAL_RESOURCE_STATE, ...row.state }]));
+}
+
+/** PROCESSING operations of each of `types`, cluster-wide: the attempts in flight. */
+export async function countInFlight(db: Queryable, types: readonly string[]): Promise<Map<string, number>> {
+  if (types.length === 0) return new Map();
+  const { rows } = await db.query<{ type: string; n: number }>(
+    `SELECT type, count(*)::int AS n FROM operations WHERE state = 'PROCESSING' AND type = ANY($1::text[]) GROUP BY type`,
+    [[...types]],
+  );
+  return new Map(rows.map((row) => [row.type, row.n]));
+}

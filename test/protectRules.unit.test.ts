@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { defineResource } from '../src/protect/resourcePolicy.js';
+import {
+  afterOutcomes,
+  afterStarts,
+  allowance,
+  INITIAL_RESOURCE_STATE,
+  rateWindowMs,
+  withOperatorPause,
+  type ResourceState,
+} from '../src/protect/resourceRules.js';
+
+const T = 1_000_000;
+const bank = defineResource({ name: 'bank', rate: { limit: 5, perMs: 1000 }, concurrency: 2, breaker: { failures: 3, windowMs: 30_000, cooldownMs: 10_000 } });
+const rateOnly = defineResource({ name: 'rate-only', rate: { limit: 5, perMs: 1000 } });
+
+/** Starts every attempt it is allowed at `now`, as many times as asked; returns the state and how many started. */
+function startAll(policy: typeof bank, state: ResourceState, now: number, want: number) {
+  const allowed = allowance(policy, state, { now, inFlight: 0, want });
+  return { allowed, state: afterStarts(policy, state, { now, started: allowed.starts }) };
+}
+
+describe('resource rules: rate', () => {
+  it('never lets more than the limit start in any window of the rate (plus its margin)', () => {
+    let state = INITIAL_RESOURCE_STATE;
+    const starts: number[] = [];
+    // Ask every 7 ms for 3 attempts, over 5 seconds.
+    for (let now = T; now < T + 5000; now += 7) {
+      const result = startAll(rateOnly, state, now, 3);
+      state = result.state;
+      for (let i = 0; i < result.allowed.starts; i += 1) starts.push(now);
+    }
+    for (const first of starts) {
+      const inWindow = starts.filter((at) => at >= first && at < first + 1000).length;
+      assert.ok(inWindow <= 5, `${inWindow} starts in the window from ${first}`);
+    }
+    // And it does not starve: about 5 per (window + margin).
+    assert.ok(starts.length >= Math.floor(5000 / rateWindowMs({ limit: 5, perMs: 1000 })) * 5, `${starts.length} starts in 5 s`);
+  });
+
+  it('says when the next start frees once the window is full', () => {
+    const { state } = startAll(rateOnly, INITIAL_RESOURCE_STATE, T, 5);
+    const blocked = allowance(rateOnly, state, { now: T + 10, inFlight: 0, want: 1 });
+    assert.deepEqual({ starts: blocked.starts, reason: blocked.reason }, { starts: 0, reason: 'rate' });
+    assert.equal(blocked.retryAt, T + rateWindowMs({ limit: 5, perMs: 1000 }));
+    assert.equal(allowance(rateOnly, state, { now: blocked.retryAt as number, inFlight: 0, want: 9 }).starts, 5);
+  });
+
+  it('a partial grant says when the rest may come', () => {
+    const partial = allowance(rateOnly, INITIAL_RESOURCE_STATE, { now: T, inFlight: 0, want: 8 });
+    assert.deepEqual({ starts: partial.starts, reason: partial.reason, retryAt: partial.retryAt }, { starts: 5, reason: 'rate', retryAt: T + 1050 });
+  });
+});
+
+describe('resource rules: slots, pauses', () => {
+  it('counts attempts in flight cluster-wide against the concurrency', () => {
+    assert.equal(allowance(bank, INITIAL_RESOURCE_STATE, { now: T, inFlight: 0, want: 10 }).starts, 2);
+    assert.equal(allowance(bank, INITIAL_RESOURCE_STATE, { now: T, inFlight: 1, want: 10 }).starts, 1);
+    assert.deepEqual(allowance(bank, INITIAL_RESOURCE_STATE, { now: T, inFlight: 2, want: 10 }), { starts: 0, probe: false, reason: 'concurrency', retryAt: null });
+  });
+
+  it('an upstream pause stops every start until it ends; an operator pause until resumed', () => {
+    const paused = afterOutcomes(bank, INITIAL_RESOURCE_STATE, { now: T, reports: [], pauseUntil: T + 2000, throttled: 1 });
+    assert.deepEqual(allowance(bank, paused, { now: T + 1999, inFlight: 0, want: 1 }), { starts: 0, probe: false, reason: 'upstream_pause', retryAt: T + 2000 });
+    assert.equal(allowance(bank, paused, { now: T + 2000, inFlight: 0, want: 1 }).starts, 1);
+    assert.deepEqual({ throttled: paused.throttled, pauses: paused.pauses }, { throttled: 1, pauses: 1 });
+    // A shorter pause reported later does not shorten it.
+    const again = afterOutcomes(bank, paused, { now: T + 10, reports: [], pauseUntil: T + 500, throttled: 1 });
+    assert.deepEqual({ until: again.pausedUntil, pauses: again.pauses, throttled: again.throttled }, { until: T + 2000, pauses: 1, throttled: 2 });
+
+    const held = withOperatorPause(INITIAL_RESOURCE_STATE, true);
+    assert.deepEqual(allowance(bank, held, { now: T + 1e9, inFlight: 0, want: 1 }), { starts: 0, probe: false, reason: 'paused', retryAt: null });
+    assert.equal(allowance(bank, withOperatorPause(held, false), { now: T, inFlight: 0, want: 1 }).starts, 1);
+  });
+});
+
+describe('resource rules: breaker', () => {
+  const fail = (operationId: string) => ({ operationId, verdict: 'failure' as const });
+
+  it('opens after the failures of its window, stops every start during the cool-down, then lets one probe through', () => {
+    let state = afterOutcomes(bank, INITIAL_RESOURCE_STATE, { now: T, reports: [fail('a'), fail('b')] });
+    assert.equal(state.breaker.phase, 'closed');
+    state = afterOutcomes(bank, state, { now: T + 100, reports: [fail('c')] });
+    assert.deepEqual({ phase: state.breaker.phase, since: state.breaker.since }, { phase: 'open', since: T + 100 });
+
+    assert.deepEqual(allowance(bank, state, { now: T + 5000, inFlight: 0, want: 2 }), { starts: 0, probe: false, reason: 'breaker_open', retryAt: T + 10_100 });
+    const probe = allowance(bank, state, { now: T + 10_100, inFlight: 0, want: 2 });
+    assert.deepEqual({ starts: probe.starts, probe: probe.probe }, { starts: 1, probe: true });
+    state = afterStarts(bank, state, { now: T + 10_100, started: 1, probe: { operationId: 'p1', untilMs: T + 40_100 } });
+    assert.equal(state.breaker.phase, 'half_open');
+    assert.equal(allowance(bank, state, { now: T + 10_200, inFlight: 0, want: 2 }).reason, 'probe_out', 'one probe at a time');
+  });
+
+  it('a probe that succeeds closes it; one that fails opens it again; one that gives no answer lets another through', () => {
+    const opened = afterOutcomes(bank, INITIAL_RESOURCE_STATE, { now: T, reports: [fail('a'), fail('b'), fail('c')] });
+    const probing = afterStarts(bank, opened, { now: T + 10_000, started: 1, probe: { operationId: 'p', untilMs: T + 40_000 } });
+
+    const closed = afterOutcomes(bank, probing, { now: T + 10_050, reports: [{ operationId: 'p', verdict: 'success' }] });
+    assert.equal(closed.breaker.phase, 'closed');
+    assert.equal(allowance(bank, closed, { now: T + 10_050, inFlight: 0, want: 2 }).starts, 2);
+
+    const reopened = afterOutcomes(bank, probing, { now: T + 10_050, reports: [fail('p')] });
+    assert.deepEqual({ phase: reopened.breaker.phase, since: reopened.breaker.since }, { phase: 'open', since: T + 10_050 });
+
+    const unanswered = afterOutcomes(bank, probing, { now: T + 10_050, reports: [{ operationId: 'p', verdict: 'neutral' }] });
+    assert.equal(allowance(bank, unanswered, { now: T + 10_060, inFlight: 0, want: 2 }).probe, true);
+
+    // A straggler that started before it opened says nothing; a probe whose lease ran out is replaced.
+    assert.equal(afterOutcomes(bank, probing, { now: T + 10_050, reports: [{ operationId: 'old', verdict: 'success' }] }).breaker.phase, 'half_open');
+    assert.equal(allowance(bank, probing, { now: T + 40_000, inFlight: 0, want: 2 }).probe, true);
+  });
+
+  it('failures older than the window do not count', () => {
+    let state = afterOutcomes(bank, INITIAL_RESOURCE_STATE, { now: T, reports: [fail('a'), fail('b')] });
+    state = afterOutcomes(bank, state, { now: T + 30_001, reports: [fail('c')] });
+    assert.equal(state.breaker.phase, 'closed');
+  });
+});
