@@ -29,6 +29,14 @@ export interface Config {
   requestTimeoutMs: number;
   /** `OPSD_ACCEPT_TIMEOUT_MS`: longest a submission waits for the store before it is answered 503, default 800. */
   acceptTimeoutMs: number;
+  /** `OPSD_MAX_IN_FLIGHT`: requests an api or intake handles at once (health routes apart), default 1024. */
+  maxInFlight: number;
+  /** `OPSD_ADMISSION_WAIT_MS`: how long a request past that waits for a turn before 429, default 1000. */
+  admissionWaitMs: number;
+  /** `OPSD_MAX_EVENT_LOOP_DELAY_MS`: event loop delay past which requests get 503, default 1000 (0: never). */
+  maxEventLoopDelayMs: number;
+  /** `OPSD_MAX_POOL_WAITING`: callers waiting for a store connection past which requests get 503, default 100 (0: never). */
+  maxPoolWaiting: number;
   /** `DB_POOL_MAX`: PostgreSQL pool size; default per role (intake 5, api 25, worker 15, start 10). */
   dbPoolMax: number | undefined;
   /** `DB_CONNECT_TIMEOUT_MS`: longest wait for a pooled connection before a request gets 503, default 5000. */
@@ -128,6 +136,10 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
     graceMs: integer('graceMs', 'OPSD_GRACE_MS', 30_000, 0, 86_400_000),
     bodyLimit: integer('bodyLimit', 'OPSD_BODY_LIMIT', 1024 * 1024, 1024, 1024 * 1024 * 1024),
     requestTimeoutMs: integer('requestTimeoutMs', 'OPSD_REQUEST_TIMEOUT_MS', 30_000, 1000, 3_600_000),
+    maxInFlight: integer('maxInFlight', 'OPSD_MAX_IN_FLIGHT', 1024, 1, 1_000_000),
+    admissionWaitMs: integer('admissionWaitMs', 'OPSD_ADMISSION_WAIT_MS', 1000, 0, 600_000),
+    maxEventLoopDelayMs: integer('maxEventLoopDelayMs', 'OPSD_MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 600_000),
+    maxPoolWaiting: integer('maxPoolWaiting', 'OPSD_MAX_POOL_WAITING', 100, 0, 1_000_000),
     acceptTimeoutMs: integer('acceptTimeoutMs', 'OPSD_ACCEPT_TIMEOUT_MS', 800, 50, 600_000),
     dbPoolMax: pick('dbPoolMax', 'DB_POOL_MAX') === undefined ? undefined : integer('dbPoolMax', 'DB_POOL_MAX', 10, 1, 1000),
     dbConnectTimeoutMs: integer('dbConnectTimeoutMs', 'DB_CONNECT_TIMEOUT_MS', 5000, 100, 600_000),

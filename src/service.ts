@@ -5,6 +5,8 @@ import { createInProcessDispatcher, fanOutDispatcher, type Dispatcher } from './
 import { createNotifyDispatcher, decodeDispatchNotice, DISPATCH_CHANNEL } from './dispatch/notifyDispatcher.js';
 import { createReconciler } from './dispatch/reconciler.js';
 import { runPeriodically } from './lib/periodic.js';
+import { startApiProtection } from './protect/apiProtection.js';
+import { createProtectionCleaner } from './protect/protectionCleaner.js';
 import type { Db } from './store/db.js';
 import { findOtherLeaseHolders } from './store/findOtherLeaseHolders.js';
 import { openDb } from './store/openDb.js';
@@ -69,7 +71,10 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
     // Twice a second: a dead worker's operations should run again within a few seconds.
     const rescuerInterval = Math.max(250, Math.min(500, Math.floor(config.leaseMs / 2)));
     // A new leader rescues at once: the one before it may have died with work waiting for rescue.
-    const stops = [runPeriodically(rescuer, rescuerInterval, logger, { firstAtOnce: true })];
+    const stops = [
+      runPeriodically(rescuer, rescuerInterval, logger, { firstAtOnce: true }),
+      runPeriodically(createProtectionCleaner({ db }), 60_000, logger),
+    ];
     if (dispatcher.kind === 'bullmq') {
       stops.push(runPeriodically(createReconciler({ db, dispatcher, logger }), 2000, logger));
     }
@@ -224,7 +229,18 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
 
   if (servesApi) {
     const { buildApp } = await import('./api/app.js');
-    app = buildApp({ db, registry, dispatcher, logger, bodyLimit: config.bodyLimit, requestTimeoutMs: config.requestTimeoutMs, acceptTimeoutMs: config.acceptTimeoutMs });
+    const protection = await startApiProtection(config, db, registry, logger);
+    closers.push(async () => protection.stop());
+    app = buildApp({
+      db,
+      registry,
+      dispatcher,
+      logger,
+      bodyLimit: config.bodyLimit,
+      requestTimeoutMs: config.requestTimeoutMs,
+      acceptTimeoutMs: config.acceptTimeoutMs,
+      ...protection,
+    });
     try {
       url = await app.listen({ port: config.port, host: config.host });
     } catch (error) {

@@ -8,6 +8,10 @@ import { createBodyValidator } from './bodyValidator.js';
 import { answerClientError, serverTimeouts } from './clientErrors.js';
 import { answerFrameworkError, installErrorHandling } from './errorHandler.js';
 import { registerHealthRoutes } from './healthRoutes.js';
+import { registerAdminRoutes } from './adminRoutes.js';
+import { registerAdmission } from './admissionPlugin.js';
+import { createAdmission, PRESSURE_DEFAULTS, type Admission, type PressureOptions } from '../protect/admission.js';
+import type { BacklogGauge } from '../protect/backlogGauge.js';
 import { BATCH_ROUTE, registerOperationRoutes } from './operationRoutes.js';
 import { checkStorableStrings, parseBatchBody, parseJsonBody, type BatchBody } from './parseJsonBody.js';
 
@@ -23,6 +27,12 @@ export interface AppOptions {
   requestTimeoutMs?: number;
   /** Longest a submission waits for the store, in ms; then 503 with Retry-After. Default 800. */
   acceptTimeoutMs?: number;
+  /** Requests in flight and the wait for a turn (429 past them). Default: see ADMISSION_DEFAULTS. */
+  admission?: Admission;
+  /** Saturation thresholds (503 past them). Default: event loop delay 1000 ms, 100 callers waiting for the store. */
+  pressure?: PressureOptions;
+  /** Backlogs of the types that cap theirs; without it no type is shed. */
+  backlog?: BacklogGauge;
   now?: () => Date;
 }
 
@@ -71,12 +81,18 @@ export function buildApp(options: AppOptions): FastifyInstance {
     checkStorableStrings(request.query, 'query');
   });
   installErrorHandling(app);
+  const admission = options.admission ?? createAdmission();
+  registerAdmission(app, { admission, pressure: options.pressure ?? PRESSURE_DEFAULTS, db: options.db });
   registerHealthRoutes(app, options.db, options.dispatcher);
   registerOperationRoutes(app, {
     ...options,
+    onShed: () => {
+      admission.stats.shedBacklog += 1;
+    },
     validators,
     batchItemProblems: (request) => batchItemProblems.get(request) ?? new Map(),
     now: options.now ?? (() => new Date()),
   });
+  registerAdminRoutes(app, { ...options, now: options.now ?? (() => new Date()) });
   return app;
 }

@@ -9,6 +9,7 @@ import type { Db } from '../store/db.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import { getOperation, listEvents, listOperations } from '../store/readOperations.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
+import type { BacklogGauge } from '../protect/backlogGauge.js';
 import {
   batchResponseSchema,
   batchSchema,
@@ -31,6 +32,8 @@ interface RouteDeps {
   logger: Logger;
   now: () => Date;
   acceptTimeoutMs?: number | undefined;
+  backlog?: BacklogGauge | undefined;
+  onShed?: () => void;
   validators: { strict: Ajv };
   /** Batch items the body parser refused, by index. */
   batchItemProblems(request: object): Map<number, OpsdError>;

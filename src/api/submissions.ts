@@ -1,6 +1,9 @@
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
 import { OpsdError } from '../domain/errors.js';
+import { PRIORITY_RANGE } from '../domain/operation.js';
+import type { BacklogGauge } from '../protect/backlogGauge.js';
+import { shedsSubmission } from '../protect/backlogRule.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { createMicroBatcher } from '../lib/microBatcher.js';
 import { deadlineSignal, withTimeout } from '../lib/withTimeout.js';
@@ -49,6 +52,10 @@ export function createSubmissions(deps: {
    * client's way on. Default 800.
    */
   acceptTimeoutMs?: number;
+  /** Backlogs of the types that cap theirs (`maxBacklog`); without it no type is shed. */
+  backlog?: BacklogGauge;
+  /** Counts the submissions shed. */
+  onShed?: () => void;
 }): Submissions {
   const { db, registry, now, validateItem } = deps;
   const acceptTimeoutMs = deps.acceptTimeoutMs ?? DEFAULT_ACCEPT_TIMEOUT_MS;
@@ -61,6 +68,7 @@ export function createSubmissions(deps: {
   function dispatchAccepted(results: readonly (AcceptResult | Error)[]): void {
     const accepted = results.flatMap((r) => (!(r instanceof Error) && r.outcome === 'accepted' ? [r.operation] : []));
     if (accepted.length === 0) return;
+    for (const op of accepted) deps.backlog?.accepted(op.type, 1);
     for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
     deps.dispatcher.dispatch(accepted).catch((error: unknown) => {
       deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
@@ -106,6 +114,20 @@ export function createSubmissions(deps: {
     }
   }
 
+  /** Refuses a submission whose type's backlog is full (see shedsSubmission), before it costs a write. */
+  function checkBacklog(item: NewOperation): void {
+    const max = registry.maxBacklog(item.type);
+    if (max === undefined || !deps.backlog) return;
+    const backlog = deps.backlog.estimate(item.type);
+    if (!shedsSubmission(backlog, max, item.priority ?? PRIORITY_RANGE.default)) return;
+    deps.onShed?.();
+    throw new OpsdError('OPSD_ERR_BACKLOG_FULL', `${backlog} operations of type "${item.type}" are waiting (at most ${max}, half of it for priorities below 0); retry later`, {
+      type: item.type,
+      backlog,
+      max_backlog: max,
+    });
+  }
+
   /** The answer to a submission whose store did not answer in time. */
   const storeTooSlow = () =>
     new OpsdError(
@@ -115,8 +137,10 @@ export function createSubmissions(deps: {
 
   return {
     async submitOne(body) {
+      const item = toNewOperation(body, registry);
+      checkBacklog(item);
       const deadline = deadlineSignal(acceptTimeoutMs, storeTooSlow);
-      const result = await acceptOne(toNewOperation(body, registry), { signal: deadline.signal }).finally(deadline.clear);
+      const result = await acceptOne(item, { signal: deadline.signal }).finally(deadline.clear);
       if (result.outcome === 'conflict' || result.outcome === 'mismatch') return errorReply(refusal(result));
       const headers = { location: operationLocation(result.operation.id) };
       if (result.outcome === 'replayed') {
@@ -139,7 +163,9 @@ export function createSubmissions(deps: {
           continue;
         }
         try {
-          valid.push(toNewOperation(item as SubmittedOperation, registry));
+          const operation = toNewOperation(item as SubmittedOperation, registry);
+          checkBacklog(operation);
+          valid.push(operation);
           slots.push({ pending: valid.length - 1 });
         } catch (error) {
           if (!(error instanceof OpsdError)) throw error;

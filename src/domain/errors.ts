@@ -14,6 +14,7 @@ export const ERROR_CATALOG = {
   OPSD_ERR_BAD_REQUEST: { status: 400, title: 'The HTTP request is malformed' },
   OPSD_ERR_REQUEST_TIMEOUT: { status: 408, title: 'The request was not received in time' },
   OPSD_ERR_NOT_FOUND: { status: 404, title: 'No such operation' },
+  OPSD_ERR_UNKNOWN_RESOURCE: { status: 404, title: 'No such resource' },
   OPSD_ERR_ROUTE_NOT_FOUND: { status: 404, title: 'No such route' },
   OPSD_ERR_METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
   OPSD_ERR_DUPLICATE_CONFLICT: { status: 409, title: 'The external_id is already used by a different operation' },
@@ -26,15 +27,22 @@ export const ERROR_CATALOG = {
   OPSD_ERR_UNKNOWN_TYPE: { status: 422, title: 'No handler is registered for this operation type' },
   OPSD_ERR_PAYLOAD_INVALID: { status: 422, title: 'The payload does not match the schema of its type' },
   OPSD_ERR_OVERLOADED: { status: 429, title: 'Too many requests' },
+  OPSD_ERR_BACKLOG_FULL: { status: 429, title: 'Too many operations of this type are waiting' },
   OPSD_ERR_HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are too large' },
   OPSD_ERR_INTERNAL: { status: 500, title: 'Internal error' },
   OPSD_ERR_UNAVAILABLE: { status: 503, title: 'The service is not ready' },
+  OPSD_ERR_SATURATED: { status: 503, title: 'The service is saturated (event loop or store)' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOG;
 
 /** Seconds a client should wait before it tries again, for the codes that invite a retry. */
-export const RETRY_AFTER_S: Partial<Record<ErrorCode, number>> = { OPSD_ERR_OVERLOADED: 1, OPSD_ERR_UNAVAILABLE: 5 };
+export const RETRY_AFTER_S: Partial<Record<ErrorCode, number>> = {
+  OPSD_ERR_OVERLOADED: 1,
+  OPSD_ERR_BACKLOG_FULL: 5,
+  OPSD_ERR_UNAVAILABLE: 5,
+  OPSD_ERR_SATURATED: 2,
+};
 
 /** An error with a published code; everything opsd reports to a client is one of these. */
 export class OpsdError extends Error {

@@ -11,6 +11,8 @@ import type { SubmittedOperation } from '../api/submission.js';
 import type { SubmissionReply, Submissions } from '../api/submissions.js';
 import { OpsdError, RETRY_AFTER_S } from '../domain/errors.js';
 import type { Db } from '../store/db.js';
+import { createAdmission, PRESSURE_DEFAULTS, type Admission, type PressureOptions } from '../protect/admission.js';
+import { createPressureGauge } from '../protect/pressureGauge.js';
 
 export interface IntakeServerOptions {
   port: number;
@@ -24,6 +26,10 @@ export interface IntakeServerOptions {
   bodyLimit: number;
   /** Longest time a whole request may take to arrive, in ms; then 408. Default 30000. */
   requestTimeoutMs?: number;
+  /** Requests in flight and the wait for a turn (429 past them). Default: see ADMISSION_DEFAULTS. */
+  admission?: Admission;
+  /** Saturation thresholds (503 past them). Default: event loop delay 1000 ms, 100 callers waiting for the store. */
+  pressure?: PressureOptions;
 }
 
 export interface IntakeServer {
@@ -43,6 +49,8 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
   const { submissions, logger } = options;
   const validateOne = options.validator.compile<SubmittedOperation>(newOperationSchema);
   const validateBatch = options.validator.compile<{ operations: unknown[] }>(batchSchema);
+  const admission = options.admission ?? createAdmission();
+  const pressure = createPressureGauge({ db: options.db, ...(options.pressure ?? PRESSURE_DEFAULTS) });
   let closing = false;
 
   const routes: Record<string, Route> = {
@@ -77,7 +85,17 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
       }
       throw new OpsdError('OPSD_ERR_ROUTE_NOT_FOUND', `no route ${request.method ?? ''} ${path}`);
     }
-    return route(await readJsonText(request, options.bodyLimit));
+    const saturation = pressure.saturation();
+    if (saturation) {
+      admission.stats.refusedSaturated += 1;
+      throw new OpsdError('OPSD_ERR_SATURATED', saturation);
+    }
+    const release = await admission.admit();
+    try {
+      return await route(await readJsonText(request, options.bodyLimit));
+    } finally {
+      release();
+    }
   }
 
   const server = createServer(serverTimeouts(options.requestTimeoutMs ?? 30_000), (request, response) => {
@@ -105,6 +123,7 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
     close: () =>
       new Promise<void>((resolve) => {
         closing = true;
+        pressure.stop();
         server.close(() => resolve());
         server.closeIdleConnections();
       }),

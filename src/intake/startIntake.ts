@@ -9,6 +9,7 @@ import type { RunningService } from '../service.js';
 import type { Db } from '../store/db.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
 import { startIntakeServer } from './intakeServer.js';
+import { startApiProtection } from '../protect/apiProtection.js';
 
 /**
  * The intake role: accepts operations and nothing else. With Redis configured it hands what it
@@ -20,6 +21,7 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
   const dispatcher = config.redisUrl ? createNotifyDispatcher(db) : createInProcessDispatcher(null);
   // Ajv caches compiled schemas: the server's single-submission check and the batch items share one.
   const validator = createBodyValidator();
+  const protection = await startApiProtection(config, db, registry, logger);
   const submissions = createSubmissions({
     db,
     registry,
@@ -28,6 +30,10 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
     now: () => new Date(),
     validateItem: validator.compile(newOperationSchema),
     acceptTimeoutMs: config.acceptTimeoutMs,
+    backlog: protection.backlog,
+    onShed: () => {
+      protection.admission.stats.shedBacklog += 1;
+    },
   });
   logger.info({ role: 'intake', store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
@@ -42,6 +48,8 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
       logger,
       bodyLimit: config.bodyLimit,
       requestTimeoutMs: config.requestTimeoutMs,
+      admission: protection.admission,
+      pressure: protection.pressure,
     });
   } catch (error) {
     await db.close();
@@ -54,6 +62,7 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
     (stopping ??= (async () => {
       logger.info({ role: 'intake' }, 'shutting down: no new requests, finishing those under way');
       await server.close();
+      protection.stop();
       await dispatcher.close();
       await db.close();
       logger.info({ role: 'intake' }, 'stopped');

@@ -40,8 +40,19 @@ export interface Queryable {
  * The small interface every store module talks to: PGlite (embedded) or a PostgreSQL server.
  * Both speak the same SQL; modules never know which one they have.
  */
+/** A connection pool's state, for saturation checks and metrics. */
+export interface PoolStats {
+  max: number;
+  total: number;
+  idle: number;
+  /** Callers waiting for a connection. */
+  waiting: number;
+}
+
 export interface Db extends Queryable {
   readonly kind: 'pglite' | 'postgres';
+  /** The pool's state now; null for the embedded store, which has one session and no pool. */
+  poolStats(): PoolStats | null;
   /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** Runs `fn` on one dedicated session (for session-level advisory locks). */

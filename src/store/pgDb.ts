@@ -79,8 +79,10 @@ export function createPgDb(options: PgDbOptions): Db {
     }
   }
 
+  const max = options.max ?? 10;
   return {
     kind: 'postgres',
+    poolStats: () => ({ max, total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     query: pooled.query,
     exec: pooled.exec,
     transaction: (fn) =>

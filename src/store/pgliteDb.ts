@@ -39,6 +39,7 @@ export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
   const direct = wrap(db);
   return {
     kind: 'pglite',
+    poolStats: () => null,
     query: direct.query,
     exec: direct.exec,
     transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),

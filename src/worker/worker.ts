@@ -16,6 +16,7 @@ import { AttemptAbort } from './attemptAbort.js';
 import { GroupClaims, type ClaimWaits } from './groupClaims.js';
 import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
 import { createResourceReports, type ResourceReportStats } from './resourceReports.js';
+import { createTypeCounter } from './typeCounter.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
 import { AttemptAborted, runAttempt, type AttemptEnd } from './runAttempt.js';
 
@@ -115,6 +116,7 @@ export class Worker {
   readonly #concurrency: number;
   readonly #groups: GroupClaims;
   readonly #reports: ReturnType<typeof createResourceReports>;
+  readonly #counts: ReturnType<typeof createTypeCounter>;
   readonly #announceTo: Dispatcher | undefined;
   readonly #leaseMs: number;
   readonly #pollIntervalMs: number;
@@ -179,6 +181,7 @@ export class Worker {
       wakeAt: (at) => this.notifyAt(at),
     });
     this.#reports = createResourceReports({ db: this.#db, log: this.#log, now: this.#now });
+    this.#counts = createTypeCounter({ db: this.#db, worker: this.id, logger: this.#log, now: this.#now });
     this.#record = createOutcomeRecorder(this.#db, {
       inFlight: WRITES_IN_FLIGHT,
       successors: { claim: () => this.#successorClaim(), started: (ops) => this.#startSuccessors(ops) },
@@ -210,6 +213,7 @@ export class Worker {
     if (this.#loop) return;
     this.#loop = this.#claimLoop();
     this.#leases.start();
+    this.#counts.start();
   }
 
   /** Something may be claimable now (a new operation was accepted, or becomes due). */
@@ -244,6 +248,7 @@ export class Worker {
     }
     this.#gaveUp = true;
     this.#leases.stop();
+    await this.#counts.stop();
   }
 
   /**
@@ -431,14 +436,17 @@ export class Worker {
     switch (after.status) {
       case 'COMPLETED':
         this.#stats.completed += 1;
+        this.#counts.add(after.type, 'completed');
         log.info('operation completed');
         break;
       case 'REJECTED':
         this.#stats.rejected += 1;
+        this.#counts.add(after.type, 'rejected');
         log.info({ reason: after.lastError }, 'operation rejected');
         break;
       case 'FAILED':
         this.#stats.failed += 1;
+        this.#counts.add(after.type, 'failed');
         log.warn({ error: after.lastError }, 'operation failed: attempts exhausted');
         break;
       case 'PENDING':
@@ -450,12 +458,14 @@ export class Worker {
         }
         if (outcome.kind === 'defer') {
           this.#stats.deferred += 1;
+          this.#counts.add(after.type, 'deferred');
           log.info({ reason: after.lastError, retry_at: after.runAt }, 'upstream asked to wait: attempt deferred, not counted');
           this.notifyAt(new Date(after.runAt));
           await this.#announce([after]);
           return;
         }
         this.#stats.retried += 1;
+        this.#counts.add(after.type, 'retried');
         log.info({ error: after.lastError, retry_at: after.runAt }, 'attempt failed; retry scheduled');
         this.notifyAt(new Date(after.runAt));
         await this.#announce([after]);
