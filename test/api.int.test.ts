@@ -82,6 +82,32 @@ describeEachBackend('http api', (db) => {
     assertError(await submit({ ...request, type: 'demo.sleep', payload: { ms: 1 } }), 409, 'OPSD_ERR_DUPLICATE_CONFLICT');
   });
 
+  it('keeps a priority, and a resubmission with another one is an idempotency mismatch', async () => {
+    const request = { type: 'demo.echo', external_id: uniqueId('op'), payload: null, priority: 7 };
+    const first = await submit(request);
+    assert.equal(first.statusCode, 202);
+    assert.equal(first.json<OperationBody & { priority: number }>().priority, 7);
+    assert.equal((await submit(request)).statusCode, 200);
+    const mismatch = await submit({ ...request, priority: 0 });
+    assertError(mismatch, 409, 'OPSD_ERR_IDEMPOTENCY_MISMATCH');
+    assert.deepEqual((mismatch.json() as { error: { details: { fields: string[] } } }).error.details.fields, ['priority']);
+  });
+
+  it('admin routes: pause and resume a type, refuse unknown types and resources with a code', async () => {
+    const post = (url: string) => app.inject({ method: 'POST', url });
+    const paused = await post('/v1/admin/types/demo.echo/pause');
+    assert.equal(paused.statusCode, 200);
+    assert.deepEqual(paused.json(), { type: 'demo.echo', paused: true });
+    const stats = (await get('/v1/admin/stats')).json<{ types: { type: string; paused: boolean }[] }>();
+    assert.equal(stats.types.find((t) => t.type === 'demo.echo')?.paused, true);
+    assert.deepEqual((await post('/v1/admin/types/demo.echo/resume')).json(), { type: 'demo.echo', paused: false });
+    assertError(await post('/v1/admin/types/no.such.type/pause'), 422, 'OPSD_ERR_UNKNOWN_TYPE');
+    assertError(await post('/v1/admin/resources/no-such-resource/pause'), 404, 'OPSD_ERR_UNKNOWN_RESOURCE');
+    assertError(await post(`/v1/admin/types/${'a'.repeat(129)}/pause`), 414, 'OPSD_ERR_URI_TOO_LONG');
+    assertError(await post('/v1/admin/types/a%00b/pause'), 400, 'OPSD_ERR_UNSTORABLE_TEXT');
+    assert.deepEqual((await get('/v1/admin/resources')).json(), { resources: [] });
+  });
+
   it('50 concurrent identical HTTP submissions make one operation', async () => {
     const request = { type: 'demo.echo', external_id: uniqueId('op'), payload: { n: 50 } };
     const responses = await Promise.all(Array.from({ length: 50 }, () => submit(request)));

@@ -36,6 +36,11 @@ const HOSTILE: { name: string; text: (externalId: string) => string; code: strin
   { name: 'integer past 2^53', text: (id) => body(id, '"payload":{"amount":9007199254740993}'), code: 'OPSD_ERR_UNSAFE_NUMBER' },
   { name: '30-digit integer', text: (id) => body(id, '"payload":{"amount":123456789012345678901234567890}'), code: 'OPSD_ERR_UNSAFE_NUMBER' },
   { name: '1e400', text: (id) => body(id, '"payload":{"amount":1e400}'), code: 'OPSD_ERR_UNSAFE_NUMBER' },
+  { name: 'priority past 2^53', text: (id) => body(id, '"payload":null,"priority":9007199254740993'), code: 'OPSD_ERR_UNSAFE_NUMBER' },
+  { name: 'priority above the range', text: (id) => body(id, '"payload":null,"priority":11'), code: 'OPSD_ERR_VALIDATION' },
+  { name: 'priority below the range', text: (id) => body(id, '"payload":null,"priority":-11'), code: 'OPSD_ERR_VALIDATION' },
+  { name: 'fractional priority', text: (id) => body(id, '"payload":null,"priority":1.5'), code: 'OPSD_ERR_VALIDATION' },
+  { name: 'priority as a string', text: (id) => body(id, '"payload":null,"priority":"high"'), code: 'OPSD_ERR_VALIDATION' },
 ];
 
 describeEachBackend('hostile input on every server', (db) => {

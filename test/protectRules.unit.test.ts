@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { shedsSubmission } from '../src/protect/backlogRule.js';
+import { claimGroups } from '../src/protect/claimGroups.js';
 import { defineResource } from '../src/protect/resourcePolicy.js';
 import {
   afterOutcomes,
@@ -115,5 +117,42 @@ describe('resource rules: breaker', () => {
     let state = afterOutcomes(bank, INITIAL_RESOURCE_STATE, { now: T, reports: [fail('a'), fail('b')] });
     state = afterOutcomes(bank, state, { now: T + 30_001, reports: [fail('c')] });
     assert.equal(state.breaker.phase, 'closed');
+  });
+});
+
+describe('claim groups', () => {
+  it('types free of limits claim together; a resource groups its uncapped types; a capped type stands alone with its resource', () => {
+    const resourceOf = (type: string) => (type.startsWith('bank.') ? bank : null);
+    const groups = claimGroups(['demo.echo', 'bank.statement', 'bank.balance', 'pdf.render', 'bank.transfer'], resourceOf, { 'pdf.render': 3, 'bank.transfer': 1 });
+    assert.deepEqual(
+      groups.map((g) => (g.kind === 'free' ? { free: g.types } : { name: g.name, types: g.types, resource: g.resource?.name ?? null, resourceTypes: g.resourceTypes, cap: g.typeCap })),
+      [
+        { free: ['demo.echo'] },
+        { name: 'resource:bank', types: ['bank.statement', 'bank.balance'], resource: 'bank', resourceTypes: ['bank.statement', 'bank.balance', 'bank.transfer'], cap: null },
+        { name: 'type:pdf.render', types: ['pdf.render'], resource: null, resourceTypes: [], cap: { type: 'pdf.render', limit: 3 } },
+        { name: 'type:bank.transfer', types: ['bank.transfer'], resource: 'bank', resourceTypes: ['bank.statement', 'bank.balance', 'bank.transfer'], cap: { type: 'bank.transfer', limit: 1 } },
+      ],
+    );
+  });
+});
+
+describe('backlog shedding', () => {
+  it('sheds at the cap, and priorities below 0 at half of it', () => {
+    assert.equal(shedsSubmission(99, 100, 0), false);
+    assert.equal(shedsSubmission(100, 100, 0), true);
+    assert.equal(shedsSubmission(100, 100, 10), true);
+    assert.equal(shedsSubmission(49, 100, -1), false);
+    assert.equal(shedsSubmission(50, 100, -1), true);
+  });
+});
+
+describe('resource definitions', () => {
+  it('refuses what cannot be a limit', () => {
+    assert.throws(() => defineResource({ name: 'x', rate: { limit: 0, perMs: 1000 } }), /rate.limit must be a positive integer/);
+    assert.throws(() => defineResource({ name: 'x', rate: { limit: 5, perMs: 2 ** 60 } }), /rate.perMs/);
+    assert.throws(() => defineResource({ name: 'x', concurrency: 1.5 }), /concurrency/);
+    assert.throws(() => defineResource({ name: 'x', breaker: { failures: 10, windowMs: -1, cooldownMs: 1 } }), /breaker.windowMs/);
+    assert.throws(() => defineResource({ name: 'has space' }), /name/);
+    assert.throws(() => defineResource({ name: 'x', perKey: {} as never }), /perKey needs a rate/);
   });
 });

@@ -367,7 +367,7 @@ export class Worker {
         wedgedAfterMs: this.#wedgedAfterMs,
         hasResource: resource !== null,
       });
-      if (resource) this.#reportToResource(resource, operation, end);
+      if (resource) await this.#reportToResource(resource, operation, end);
       if (end.kind === 'wedged') {
         this.#wedged(attempt, log);
         // The slot and the key are given back only when the handler really stops, if ever.
@@ -394,14 +394,17 @@ export class Worker {
    * worker holds back at once, the others once the store has it), a failure for the breaker, or the
    * answer of the breaker's probe.
    */
-  #reportToResource(resource: ResourceDefinition, operation: StoredOperation, end: AttemptEnd): void {
+  async #reportToResource(resource: ResourceDefinition, operation: StoredOperation, end: AttemptEnd): Promise<void> {
     const verdict = end.kind === 'record' ? VERDICTS[end.outcome.kind] : 'neutral';
     const probe = this.#groups.takeProbe(operation.id) !== null;
     const pauseUntil = end.kind === 'record' && end.pauseResourceUntil ? Date.parse(end.pauseResourceUntil) : undefined;
     if (pauseUntil !== undefined) this.#groups.pauseLocally(resource.name, pauseUntil);
     const attempt = resource.breaker && (probe || verdict === 'failure') ? { operationId: operation.id, verdict } : undefined;
     if (!attempt && pauseUntil === undefined) return;
-    this.#reports.report(resource, { ...(attempt ? { attempt } : {}), ...(pauseUntil !== undefined ? { pauseUntil } : {}) });
+    const state = await this.#reports.report(resource, { ...(attempt ? { attempt } : {}), ...(pauseUntil !== undefined ? { pauseUntil } : {}) });
+    if (state && resource.breaker && state.breaker.phase === 'open' && state.breaker.since !== null) {
+      this.#groups.pauseLocally(resource.name, state.breaker.since + resource.breaker.cooldownMs);
+    }
   }
 
   /** Gives an attempt's slot back before its outcome is recorded; a claim may use it at once. */

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { defineResource } from '../src/protect/resourcePolicy.js';
+import { listEvents } from '../src/store/readOperations.js';
+import { readResourceStates } from '../src/store/resourceState.js';
+import { defineOperation } from '../src/worker/defineOperation.js';
+import { RetryError } from '../src/worker/handlerErrors.js';
+import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
+import { Worker } from '../src/worker/worker.js';
+import { acceptOperations } from '../src/store/acceptOperations.js';
+import { getOperation } from '../src/store/readOperations.js';
+import { describeEachBackend } from './support/backends.js';
+import { testLogger, uniqueId, waitFor } from './support/helpers.js';
+
+/** A worker whose one type goes through `resource`; the handler records when it was called. */
+function resourceWorker(db: ReturnType<Parameters<Parameters<typeof describeEachBackend>[1]>[0]>, resource: ReturnType<typeof defineResource>, handle: (call: number) => unknown) {
+  const type = uniqueId('test.resource');
+  const calls: number[] = [];
+  const registry = new HandlerRegistry()
+    .register(defineOperation({ type, resource: resource.name, maxAttempts: 20, backoff: { baseMs: 1, maxMs: 1 }, handle: () => handle(calls.push(Date.now())) }) as never)
+    .registerResource(resource);
+  const worker = new Worker({ db, registry, logger: testLogger(), concurrency: 10, pollIntervalMs: 20 });
+  worker.start();
+  const submit = async (count: number) => {
+    const accepted = await acceptOperations(db, Array.from({ length: count }, () => ({ externalId: uniqueId(), type, payload: null, maxAttempts: 20 })), new Date());
+    worker.notify();
+    return accepted.map((a) => a.operation.id);
+  };
+  const completed = (ids: string[]) =>
+    Promise.all(ids.map((id) => waitFor(`operation ${id} completed`, async () => (await getOperation(db, id))?.status === 'COMPLETED', { timeoutMs: 30_000 })));
+  return { worker, calls, submit, completed };
+}
+
+/** The most calls in any window of `ms` that starts at a call. */
+function busiest(times: readonly number[], ms: number): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  return Math.max(0, ...sorted.map((t) => sorted.filter((u) => u >= t && u < t + ms).length));
+}
+
+describeEachBackend('protection in one worker process', (db) => {
+  it('a resource rate holds in every window, on the embedded store too', async () => {
+    const resource = defineResource({ name: uniqueId('rated'), rate: { limit: 4, perMs: 300 } });
+    const { worker, calls, submit, completed } = resourceWorker(db(), resource, () => null);
+    try {
+      await completed(await submit(16));
+      assert.equal(calls.length, 16);
+      assert.ok(busiest(calls, 300) <= 4, `${busiest(calls, 300)} calls in 300 ms`);
+      assert.ok(worker.protection.waits.rate > 0, 'claims waited for the rate');
+    } finally {
+      await worker.stop(1000);
+    }
+  });
+
+  it('an upstream that asks to wait pauses the resource and defers the attempt without counting it', async () => {
+    const resource = defineResource({ name: uniqueId('throttled') });
+    const { worker, calls, submit, completed } = resourceWorker(db(), resource, (call) => {
+      if (call === 1) throw new RetryError('slow down', { retryAfterMs: 400, pauseResource: true, code: 'UPSTREAM_429' });
+      return null;
+    });
+    try {
+      const [first, ...rest] = await submit(1);
+      await waitFor('the throttled call', () => calls.length >= 1);
+      const others = await submit(3);
+      await completed([first as string, ...rest, ...others]);
+      const pauseStart = calls[0] as number;
+      assert.ok(calls.slice(1).every((at) => at >= pauseStart + 390), `a call ${Math.min(...calls.slice(1)) - pauseStart} ms into a 400 ms pause`);
+      const events = (await listEvents(db(), first as string)).map((e) => e.event.type);
+      assert.deepEqual(events, ['received', 'started', 'deferred', 'started', 'completed']);
+      assert.equal((await getOperation(db(), first as string))?.attempts, 1, 'the deferred attempt does not count');
+      assert.equal(worker.stats.deferred, 1);
+      assert.equal(worker.protection.throttled, 1);
+    } finally {
+      await worker.stop(1000);
+    }
+  });
+
+  it('a breaker opens after its failures, holds every start through the cool-down, then one probe closes it', async () => {
+    const resource = defineResource({ name: uniqueId('fragile'), breaker: { failures: 3, windowMs: 10_000, cooldownMs: 500 } });
+    let healthy = false;
+    const { worker, calls, submit, completed } = resourceWorker(db(), resource, () => {
+      if (!healthy) throw new Error('upstream down');
+      return null;
+    });
+    try {
+      const ids = await submit(6);
+      const openedAt = await waitFor('the breaker to open', async () => {
+        const state = (await readResourceStates(db())).get(resource.name);
+        return state?.breaker.phase === 'open' ? (state.breaker.since as number) : null;
+      });
+      // Attempts already running when it opened end as they will; nothing starts after that.
+      const callsAtOpen = calls.length;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(calls.length, callsAtOpen, 'nothing reached the upstream while the breaker was open');
+      healthy = true;
+      await completed(ids);
+      assert.ok((calls[callsAtOpen] as number) >= openedAt + 500 - 20, 'the probe came after the cool-down');
+      assert.equal(worker.protection.breakerOpened, 1);
+    } finally {
+      await worker.stop(1000);
+    }
+  });
+});
