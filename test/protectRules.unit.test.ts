@@ -41,25 +41,36 @@ describe('resource rules: rate', () => {
     assert.ok(starts.length >= Math.floor(5000 / rateWindowMs({ limit: 5, perMs: 1000 })) * 5, `${starts.length} starts in 5 s`);
   });
 
-  it('says when the next start frees once the window is full', () => {
-    const { state } = startAll(rateOnly, INITIAL_RESOURCE_STATE, T, 5);
-    const blocked = allowance(rateOnly, state, { now: T + 10, inFlight: 0, want: 1 });
-    assert.deepEqual({ starts: blocked.starts, reason: blocked.reason }, { starts: 0, reason: 'rate' });
-    assert.equal(blocked.retryAt, T + rateWindowMs({ limit: 5, perMs: 1000 }));
-    assert.equal(allowance(rateOnly, state, { now: blocked.retryAt as number, inFlight: 0, want: 9 }).starts, 5);
+  it('spreads starts a window-share apart, and says when the next one may come', () => {
+    const first = allowance(rateOnly, INITIAL_RESOURCE_STATE, { now: T, inFlight: 0, want: 5 });
+    assert.deepEqual({ starts: first.starts, reason: first.reason }, { starts: 1, reason: 'rate' });
+    const state = afterStarts(rateOnly, INITIAL_RESOURCE_STATE, { now: T, started: 1 });
+    assert.deepEqual(allowance(rateOnly, state, { now: T + 100, inFlight: 0, want: 1 }), { starts: 0, probe: false, reason: 'rate', retryAt: T + 200 });
+    assert.equal(allowance(rateOnly, state, { now: T + 200, inFlight: 0, want: 1 }).starts, 1);
   });
 
-  it('a partial grant says when the rest may come', () => {
-    const partial = allowance(rateOnly, INITIAL_RESOURCE_STATE, { now: T, inFlight: 0, want: 8 });
-    assert.deepEqual({ starts: partial.starts, reason: partial.reason, retryAt: partial.retryAt }, { starts: 5, reason: 'rate', retryAt: T + 1050 });
+  it('says when the next start frees once the window is full', () => {
+    let state = INITIAL_RESOURCE_STATE;
+    for (let i = 0; i < 5; i += 1) state = afterStarts(rateOnly, state, { now: T + i * 200, started: 1 });
+    const blocked = allowance(rateOnly, state, { now: T + 1000, inFlight: 0, want: 1 });
+    assert.deepEqual({ starts: blocked.starts, reason: blocked.reason }, { starts: 0, reason: 'rate' });
+    assert.equal(blocked.retryAt, T + rateWindowMs({ limit: 5, perMs: 1000 }));
+    assert.equal(allowance(rateOnly, state, { now: blocked.retryAt as number, inFlight: 0, want: 9 }).starts, 1);
+  });
+
+  it('a fast rate lets a tenth of its limit start at once, and says when the rest may come', () => {
+    const fast = defineResource({ name: 'fast', rate: { limit: 100, perMs: 1000 } });
+    const partial = allowance(fast, INITIAL_RESOURCE_STATE, { now: T, inFlight: 0, want: 30 });
+    assert.deepEqual({ starts: partial.starts, reason: partial.reason, retryAt: partial.retryAt }, { starts: 10, reason: 'rate', retryAt: T + 10 });
   });
 });
 
 describe('resource rules: slots, pauses', () => {
   it('counts attempts in flight cluster-wide against the concurrency', () => {
-    assert.equal(allowance(bank, INITIAL_RESOURCE_STATE, { now: T, inFlight: 0, want: 10 }).starts, 2);
-    assert.equal(allowance(bank, INITIAL_RESOURCE_STATE, { now: T, inFlight: 1, want: 10 }).starts, 1);
-    assert.deepEqual(allowance(bank, INITIAL_RESOURCE_STATE, { now: T, inFlight: 2, want: 10 }), { starts: 0, probe: false, reason: 'concurrency', retryAt: null });
+    const slots = defineResource({ name: 'slots', concurrency: 2 });
+    assert.equal(allowance(slots, INITIAL_RESOURCE_STATE, { now: T, inFlight: 0, want: 10 }).starts, 2);
+    assert.equal(allowance(slots, INITIAL_RESOURCE_STATE, { now: T, inFlight: 1, want: 10 }).starts, 1);
+    assert.deepEqual(allowance(slots, INITIAL_RESOURCE_STATE, { now: T, inFlight: 2, want: 10 }), { starts: 0, probe: false, reason: 'concurrency', retryAt: null });
   });
 
   it('an upstream pause stops every start until it ends; an operator pause until resumed', () => {
@@ -100,13 +111,14 @@ describe('resource rules: breaker', () => {
 
     const closed = afterOutcomes(bank, probing, { now: T + 10_050, reports: [{ operationId: 'p', verdict: 'success' }] });
     assert.equal(closed.breaker.phase, 'closed');
-    assert.equal(allowance(bank, closed, { now: T + 10_050, inFlight: 0, want: 2 }).starts, 2);
+    // Closed again: only the rate holds it back (one start per 200 ms after the probe's).
+    assert.deepEqual(allowance(bank, closed, { now: T + 10_200, inFlight: 0, want: 2 }), { starts: 1, probe: false, reason: 'rate', retryAt: T + 10_400 });
 
     const reopened = afterOutcomes(bank, probing, { now: T + 10_050, reports: [fail('p')] });
     assert.deepEqual({ phase: reopened.breaker.phase, since: reopened.breaker.since }, { phase: 'open', since: T + 10_050 });
 
     const unanswered = afterOutcomes(bank, probing, { now: T + 10_050, reports: [{ operationId: 'p', verdict: 'neutral' }] });
-    assert.equal(allowance(bank, unanswered, { now: T + 10_060, inFlight: 0, want: 2 }).probe, true);
+    assert.equal(allowance(bank, unanswered, { now: T + 10_200, inFlight: 0, want: 2 }).probe, true);
 
     // A straggler that started before it opened says nothing; a probe whose lease ran out is replaced.
     assert.equal(afterOutcomes(bank, probing, { now: T + 10_050, reports: [{ operationId: 'old', verdict: 'success' }] }).breaker.phase, 'half_open');

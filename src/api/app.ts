@@ -54,7 +54,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     return503OnClosing: true,
     // The longest names a path carries: operation types and resources (128 characters).
-    maxParamLength: 128,
+    routerOptions: { maxParamLength: 128 },
     requestTimeout: options.requestTimeoutMs ?? 30_000,
     http: serverTimeouts(options.requestTimeoutMs ?? 30_000),
     clientErrorHandler: answerClientError,

@@ -54,29 +54,50 @@ export interface Allowance {
 }
 
 /**
- * A start is counted in the window for a twentieth longer than the window itself: the upstream
- * sees the call a little after the claim that allowed it, and a call that lags its start by less
- * than that margin cannot make a window of `perMs` see more than `limit` calls.
+ * A start is counted in the window for a tenth longer than the window itself: the upstream sees
+ * the call a little after the claim that allowed it, and a call that lags its start by less than
+ * that margin cannot make a window of `perMs` see more than `limit` calls.
  */
 export function rateWindowMs(rate: RateLimit): number {
-  return rate.perMs + Math.max(1, Math.round(rate.perMs / 20));
+  return rate.perMs + Math.max(1, Math.round(rate.perMs / 10));
 }
 
-/** Starts the rate allows now, and when the next one frees if none does. */
+/** The least time between two starts: the window shared evenly among its starts. */
+export function rateIntervalMs(rate: RateLimit): number {
+  return Math.floor(rate.perMs / rate.limit);
+}
+
+/** Most starts let through at once after a quiet spell: a tenth of the limit, at least one. */
+export function rateBurst(rate: RateLimit): number {
+  return Math.max(1, Math.ceil(rate.limit / 10));
+}
+
+/**
+ * Starts the rate allows now, and when the next one frees if none does. Two rules: at most `limit`
+ * starts in any window (of `perMs` plus its margin), and starts spread `perMs / limit` apart, a
+ * claim catching up on the intervals it missed by at most `rateBurst` starts. Spread out, a call
+ * that lags its start by more than the margin can push at most one call into another window,
+ * where bunched starts would move together and could double a window.
+ */
 export function rateAllowance(rate: RateLimit, starts: readonly number[], now: number): { free: number; nextAt: number | null } {
   const window = rateWindowMs(rate);
   const recent = starts.filter((at) => at > now - window);
-  const free = Math.max(0, rate.limit - recent.length);
-  if (free > 0) return { free, nextAt: null };
-  // The (limit)-th most recent start is the one whose leaving frees a place.
-  const leaving = recent[recent.length - rate.limit] as number;
-  return { free: 0, nextAt: leaving + window };
+  if (recent.length >= rate.limit) {
+    // The (limit)-th most recent start is the one whose leaving frees a place.
+    return { free: 0, nextAt: (recent[recent.length - rate.limit] as number) + window };
+  }
+  const last = starts.at(-1);
+  const interval = rateIntervalMs(rate);
+  const spaced = last === undefined || interval === 0 ? rateBurst(rate) : Math.min(rateBurst(rate), Math.floor((now - last) / interval));
+  if (spaced <= 0) return { free: 0, nextAt: (last as number) + interval };
+  return { free: Math.min(rate.limit - recent.length, spaced), nextAt: null };
 }
 
-/** The starts kept after `count` more at `now`: only the last `limit` ever matter. */
+/** The starts kept after `count` more at `now`: the last `limit` (the window's), and at least the latest (the spacing's). */
 export function withStarts(rate: RateLimit, starts: readonly number[], now: number, count: number): number[] {
   const window = rateWindowMs(rate);
   const kept = starts.filter((at) => at > now - window);
+  if (kept.length === 0 && count === 0 && starts.length > 0) kept.push(starts.at(-1) as number);
   for (let i = 0; i < count; i += 1) kept.push(now);
   return kept.slice(-rate.limit);
 }

@@ -25,9 +25,10 @@ export interface LimitedClaim {
 export async function claimLimited(db: Db, group: Extract<ClaimGroup, { kind: 'limited' }>, options: ClaimOptions): Promise<LimitedClaim> {
   if (options.limit <= 0) return { claimed: [], probe: null, reason: null, retryAt: null };
   return db.transaction(async (tx) => {
-    const now = options.now().getTime();
     const { resource, typeCap } = group;
-    const state = resource ? await lockResourceState(tx, resource.name) : null;
+    const locked = resource ? await lockResourceState(tx, resource.name) : null;
+    const state = locked?.state ?? null;
+    const now = locked?.nowMs ?? options.now().getTime();
     if (typeCap) await lockTypeCap(tx, typeCap.type);
     const inFlight = await countInFlight(tx, [...new Set([...group.resourceTypes, ...group.types])]);
 
@@ -51,11 +52,18 @@ export async function claimLimited(db: Db, group: Extract<ClaimGroup, { kind: 'l
     });
     const probe = allowed.probe && claimed[0] ? { operationId: claimed[0].id, untilMs: now + options.leaseMs } : undefined;
     if (resource && state && claimed.length > 0) {
-      await writeResourceState(tx, resource.name, afterStarts(resource, state, { now, started: claimed.length, ...(probe ? { probe } : {}) }));
-      if (resource.perKey) await recordKeyStarts(tx, resource.name, resource.perKey.rate, claimed, now);
+      // Stamped as the claim ends, just before its commit: as close as the store can see to the calls it allows.
+      const startedAt = await storeClock(tx);
+      await writeResourceState(tx, resource.name, afterStarts(resource, state, { now: startedAt, started: claimed.length, ...(probe ? { probe } : {}) }));
+      if (resource.perKey) await recordKeyStarts(tx, resource.name, resource.perKey.rate, claimed, startedAt);
     }
     return { claimed, probe: probe?.operationId ?? null, reason: claimed.length < allowed.starts ? null : allowed.reason, retryAt: allowed.retryAt };
   });
+}
+
+async function storeClock(tx: Queryable): Promise<number> {
+  const { rows } = await tx.query<{ now_ms: number }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms');
+  return Math.floor(Number(rows[0]?.now_ms));
 }
 
 async function lockTypeCap(tx: Queryable, type: string): Promise<void> {

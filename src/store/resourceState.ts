@@ -4,14 +4,22 @@ import type { Db, Queryable } from './db.js';
 /**
  * The shared state of a resource, locked for the rest of the caller's transaction: every claim for
  * the resource and every change to it line up behind this row. The row is made on first use.
+ *
+ * `nowMs` is the store's clock once the lock is held. Starts are counted on it rather than on the
+ * caller's: one clock for every process, read after any wait for the lock (or, embedded, for the
+ * one session), so a start is stamped within milliseconds of its claim's commit. Stamped before
+ * such a wait, starts would look older than they are, and the next window would open early.
  */
-export async function lockResourceState(tx: Queryable, name: string): Promise<ResourceState> {
+export async function lockResourceState(tx: Queryable, name: string): Promise<{ state: ResourceState; nowMs: number }> {
   await tx.query(
     `INSERT INTO opsd_resources (name, state, updated_at) VALUES ($1, $2::jsonb, now()) ON CONFLICT (name) DO NOTHING`,
     [name, JSON.stringify(INITIAL_RESOURCE_STATE)],
   );
-  const { rows } = await tx.query<{ state: ResourceState }>('SELECT state FROM opsd_resources WHERE name = $1 FOR UPDATE', [name]);
-  return { ...INITIAL_RESOURCE_STATE, ...(rows[0]?.state ?? {}) };
+  const { rows } = await tx.query<{ state: ResourceState; now_ms: number }>(
+    `SELECT state, (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms FROM opsd_resources WHERE name = $1 FOR UPDATE`,
+    [name],
+  );
+  return { state: { ...INITIAL_RESOURCE_STATE, ...(rows[0]?.state ?? {}) }, nowMs: Math.floor(Number(rows[0]?.now_ms ?? Date.now())) };
 }
 
 export async function writeResourceState(tx: Queryable, name: string, state: ResourceState): Promise<void> {
@@ -19,10 +27,10 @@ export async function writeResourceState(tx: Queryable, name: string, state: Res
 }
 
 /** Applies `change` to a resource's state under its lock; returns the state written. */
-export async function updateResourceState(db: Db, name: string, change: (state: ResourceState) => ResourceState): Promise<ResourceState> {
+export async function updateResourceState(db: Db, name: string, change: (state: ResourceState, nowMs: number) => ResourceState): Promise<ResourceState> {
   return db.transaction(async (tx) => {
-    const before = await lockResourceState(tx, name);
-    const after = change(before);
+    const { state: before, nowMs } = await lockResourceState(tx, name);
+    const after = change(before, nowMs);
     if (after !== before) await writeResourceState(tx, name, after);
     return after;
   });

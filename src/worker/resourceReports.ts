@@ -30,7 +30,7 @@ export interface ResourceReportStats {
  * are only reported for a probe: in every other phase they change nothing, and writing each would
  * put a row lock on every attempt's end.
  */
-export function createResourceReports(options: { db: Db; log: Logger; now: () => Date }) {
+export function createResourceReports(options: { db: Db; log: Logger }) {
   const stats: ResourceReportStats = { throttled: 0, breakerOpened: 0, lost: 0 };
   interface Pending {
     resource: ResourceDefinition;
@@ -50,8 +50,8 @@ export function createResourceReports(options: { db: Db; log: Logger; now: () =>
       batch.map(async ({ resource, reports, pauseUntil, throttled, waiters }) => {
         let written: ResourceState | null = null;
         try {
-          const after = await updateResourceState(options.db, resource.name, (state) => {
-            const next = afterOutcomes(resource, state, { now: options.now().getTime(), reports, pauseUntil, throttled });
+          const after = await updateResourceState(options.db, resource.name, (state, now) => {
+            const next = afterOutcomes(resource, state, { now, reports, pauseUntil, throttled });
             if (state.breaker.phase !== 'open' && next.breaker.phase === 'open') stats.breakerOpened += 1;
             return next;
           });

@@ -180,7 +180,7 @@ export class Worker {
       pollIntervalMs: this.#pollIntervalMs,
       wakeAt: (at) => this.notifyAt(at),
     });
-    this.#reports = createResourceReports({ db: this.#db, log: this.#log, now: this.#now });
+    this.#reports = createResourceReports({ db: this.#db, log: this.#log });
     this.#counts = createTypeCounter({ db: this.#db, worker: this.id, logger: this.#log, now: this.#now });
     this.#record = createOutcomeRecorder(this.#db, {
       inFlight: WRITES_IN_FLIGHT,
