@@ -5,12 +5,15 @@ import { claimOperations } from '../src/store/claimOperations.js';
 import type { Db } from '../src/store/db.js';
 import { getOperation } from '../src/store/readOperations.js';
 import { buildApp } from '../src/api/app.js';
+import { defineOperation } from '../src/worker/defineOperation.js';
+import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
+import { Worker } from '../src/worker/worker.js';
 import { createInProcessDispatcher } from '../src/dispatch/dispatcher.js';
 import { raceTimeout } from '../src/lib/withTimeout.js';
 import { createPgDb } from '../src/store/pgDb.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { postgresBackend, type TestDb } from './support/backends.js';
-import { gate, testLogger, uniqueId } from './support/helpers.js';
+import { gate, testLogger, uniqueId, waitFor } from './support/helpers.js';
 
 /**
  * `db` whose transactions, once their work is done, wait for `release` before they commit. Work
@@ -69,6 +72,51 @@ describe('concurrent sessions [postgres]', { skip: postgresBackend.skip }, () =>
     assert.deepEqual(second, [], 'worker 2 claimed nothing on the key while Y was being claimed');
     const processing = await Promise.all([x!.operation.id, y!.operation.id].map((id) => getOperation(db, id)));
     assert.equal(processing.filter((op) => op?.status === 'PROCESSING').length, 1, 'one operation of the key at a time');
+  });
+
+  it('a capped claim that counted an attempt which ended meanwhile does not hold the type back until the next poll', async () => {
+    const type = uniqueId('test.capped-once');
+    const registry = new HandlerRegistry().register(defineOperation({ type, concurrency: 1, handle: () => null }) as never);
+    // The race, forced: the second claim counts the first attempt as in flight; the first attempt's
+    // outcome is written only after that count; the second claim commits only after the attempt ended.
+    const counted = gate();
+    const claimCommit = gate();
+    let claims = 0;
+    const db: Db = {
+      ...handle.db,
+      query: (async (sql: Parameters<Db['query']>[0], params?: readonly unknown[]) => {
+        await counted.opened;
+        return handle.db.query(sql, params);
+      }) as Db['query'],
+      transaction: (fn) =>
+        handle.db.transaction(async (tx) => {
+          claims += 1;
+          const claim = claims;
+          const value = await fn({
+            ...tx,
+            query: (async (sql: Parameters<Db['query']>[0], params?: readonly unknown[]) => {
+              const result = await tx.query(sql, params);
+              if (claim === 2 && (typeof sql === 'string' ? sql : sql.text).includes(`state = 'PROCESSING'`)) counted.open();
+              return result;
+            }) as Db['query'],
+          });
+          if (claim === 2) await claimCommit.opened;
+          return value;
+        }),
+    };
+    const worker = new Worker({ db, registry, logger: testLogger(), concurrency: 2, typeConcurrency: { [type]: 1 }, pollIntervalMs: 60_000 });
+    const [first, second] = await acceptOperations(handle.db, [1, 2].map(() => ({ externalId: uniqueId(), type, payload: null, maxAttempts: 1 })), new Date());
+    worker.start();
+    try {
+      await waitFor('the first to complete once the second claim has counted it', async () => (await getOperation(handle.db, first!.operation.id))?.status === 'COMPLETED');
+      assert.equal(claims, 2);
+      claimCommit.open();
+      await waitFor('the second to complete without waiting for a poll', async () => (await getOperation(handle.db, second!.operation.id))?.status === 'COMPLETED', { timeoutMs: 5000 });
+    } finally {
+      counted.open();
+      claimCommit.open();
+      await worker.stop(1000);
+    }
   });
 
   it('claimers racing on many keys never hold two operations of one key', async () => {

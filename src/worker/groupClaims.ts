@@ -25,6 +25,8 @@ export class GroupClaims {
   readonly #pollIntervalMs: number;
   readonly #wakeAt: (at: Date) => void;
   readonly #notBefore = new Map<string, number>();
+  /** Ends seen per group: a claim that counted slots before an end must not hold the group back after it. */
+  readonly #ends = new Map<string, number>();
   /** Attempts let through a half-open breaker, by operation id: the resource waits for their answer. */
   readonly #probes = new Map<string, string>();
 
@@ -61,6 +63,7 @@ export class GroupClaims {
       const claimed = await claimOperations(this.#db, { ...options, types: group.types });
       return { claimed, short: claimed.length < options.limit };
     }
+    const endsBefore = this.#ends.get(group.name) ?? 0;
     const result = await claimLimited(this.#db, group, { ...options, types: group.types });
     const now = options.now().getTime();
     if (result.reason) this.waits[result.reason] += 1;
@@ -68,7 +71,8 @@ export class GroupClaims {
     if (result.retryAt !== null) {
       this.#notBefore.set(group.name, result.retryAt);
       this.#wakeAt(new Date(result.retryAt));
-    } else if (result.reason !== null) {
+    } else if (result.reason !== null && (this.#ends.get(group.name) ?? 0) === endsBefore) {
+      // Only an end frees room now; one that came while this claim counted was not counted.
       this.#notBefore.set(group.name, now + this.#pollIntervalMs);
     }
     return { claimed: result.claimed, short: result.reason === null && result.claimed.length < options.limit };
@@ -77,7 +81,9 @@ export class GroupClaims {
   /** An attempt of `type` ended here: a group waiting for room may have some. */
   ended(type: string): void {
     for (const group of this.groups) {
-      if (group.kind === 'limited' && (group.types.includes(type) || group.resourceTypes.includes(type))) this.#notBefore.delete(group.name);
+      if (group.kind !== 'limited' || !(group.types.includes(type) || group.resourceTypes.includes(type))) continue;
+      this.#notBefore.delete(group.name);
+      this.#ends.set(group.name, (this.#ends.get(group.name) ?? 0) + 1);
     }
   }
 

@@ -6,12 +6,14 @@ import { addTypeCounts, bucketOf, COUNT_KINDS, type CountKind, type Counts } fro
 const FLUSH_EVERY_MS = 5000;
 
 /**
- * Outcomes by type, counted in memory and added to the store every few seconds, so the admin view
+ * A worker's outcomes: its totals, and by type, counted in memory and added to the store every few seconds, so the admin view
  * can say what every worker did in the last minutes without a scan of the event log. Counts a
  * worker could not write are kept for its next try; those of a worker that dies unflushed are lost
  * (at most the last few seconds).
  */
 export function createTypeCounter(options: { db: Db; worker: string; logger: Logger; now: () => Date }) {
+  /** Since the worker started, all types together. */
+  const totals: Counts = { completed: 0, rejected: 0, failed: 0, retried: 0, deferred: 0 };
   let pending = new Map<string, { type: string; bucket: number; counts: Counts }>();
   let timer: NodeJS.Timeout | null = null;
   let flushing: Promise<void> = Promise.resolve();
@@ -34,7 +36,9 @@ export function createTypeCounter(options: { db: Db; worker: string; logger: Log
     }));
 
   return {
+    totals,
     add(type: string, kind: CountKind): void {
+      totals[kind] += 1;
       const bucket = bucketOf(options.now().getTime());
       const key = `${type}\u0000${bucket}`;
       let row = pending.get(key);

@@ -3,8 +3,6 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
 import { WakeSignal } from '../lib/wakeSignal.js';
-import type { ResourceDefinition } from '../protect/resourcePolicy.js';
-import type { AttemptReport } from '../protect/resourceRules.js';
 import { raceTimeout } from '../lib/withTimeout.js';
 import type { ClaimedOperation } from '../store/claimOperations.js';
 import type { Db } from '../store/db.js';
@@ -18,7 +16,8 @@ import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
 import { createResourceReports, type ResourceReportStats } from './resourceReports.js';
 import { createTypeCounter } from './typeCounter.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
-import { AttemptAborted, runAttempt, type AttemptEnd } from './runAttempt.js';
+import { reportAttemptEnd } from './resourceFeedback.js';
+import { AttemptAborted, runAttempt } from './runAttempt.js';
 
 /** Options of a worker; every one has a default. */
 export interface WorkerOptions {
@@ -79,18 +78,6 @@ export interface WorkerStats {
  */
 const WRITES_IN_FLIGHT = 2;
 
-/**
- * What an outcome says about the upstream, for a resource's breaker: it answered (yes, or a business
- * no), it failed, or the attempt says nothing (given back at shutdown, or deferred at its request).
- */
-const VERDICTS: Record<AttemptOutcome['kind'], AttemptReport['verdict']> = {
-  complete: 'success',
-  reject: 'success',
-  fail: 'failure',
-  release: 'neutral',
-  defer: 'neutral',
-};
-
 interface RunningAttempt extends HeldAttempt {
   abort: AttemptAbort;
   done: Promise<void>;
@@ -129,16 +116,8 @@ export class Worker {
   readonly #record: ReturnType<typeof createOutcomeRecorder>;
   /** Slots promised to claims under way: counted as taken until the claim returns. */
   #reserved = 0;
-  readonly #stats: Omit<WorkerStats, 'running'> = {
-    claimed: 0,
-    completed: 0,
-    rejected: 0,
-    retried: 0,
-    failed: 0,
-    released: 0,
-    deferred: 0,
-    leaseLost: 0,
-  };
+  /** Counters not kept per type (the outcomes are, in #counts). */
+  readonly #stats = { claimed: 0, released: 0, leaseLost: 0 };
   #stopping = false;
   /**
    * Whether the next claim should scan for due work. A scan tests every PENDING row queued behind
@@ -201,7 +180,8 @@ export class Worker {
   }
 
   get stats(): WorkerStats {
-    return { running: this.#running.size, ...this.#stats };
+    const { completed, rejected, retried, failed, deferred } = this.#counts.totals;
+    return { running: this.#running.size, ...this.#stats, completed, rejected, retried, failed, deferred };
   }
 
   /** What protection did in this worker: claims held back by reason, and what attempts told their resources. */
@@ -367,7 +347,7 @@ export class Worker {
         wedgedAfterMs: this.#wedgedAfterMs,
         hasResource: resource !== null,
       });
-      if (resource) await this.#reportToResource(resource, operation, end);
+      if (resource) await reportAttemptEnd(this.#groups, this.#reports, resource, operation, end);
       if (end.kind === 'wedged') {
         this.#wedged(attempt, log);
         // The slot and the key are given back only when the handler really stops, if ever.
@@ -387,24 +367,6 @@ export class Worker {
       });
     this.#running.set(operation.id, Object.assign(attempt, { done }));
     return done;
-  }
-
-  /**
-   * Tells the resource what the attempt's end says about its upstream: a pause it asked for (this
-   * worker holds back at once, the others once the store has it), a failure for the breaker, or the
-   * answer of the breaker's probe.
-   */
-  async #reportToResource(resource: ResourceDefinition, operation: StoredOperation, end: AttemptEnd): Promise<void> {
-    const verdict = end.kind === 'record' ? VERDICTS[end.outcome.kind] : 'neutral';
-    const probe = this.#groups.takeProbe(operation.id) !== null;
-    const pauseUntil = end.kind === 'record' && end.pauseResourceUntil ? Date.parse(end.pauseResourceUntil) : undefined;
-    if (pauseUntil !== undefined) this.#groups.pauseLocally(resource.name, pauseUntil);
-    const attempt = resource.breaker && (probe || verdict === 'failure') ? { operationId: operation.id, verdict } : undefined;
-    if (!attempt && pauseUntil === undefined) return;
-    const state = await this.#reports.report(resource, { ...(attempt ? { attempt } : {}), ...(pauseUntil !== undefined ? { pauseUntil } : {}) });
-    if (state && resource.breaker && state.breaker.phase === 'open' && state.breaker.since !== null) {
-      this.#groups.pauseLocally(resource.name, state.breaker.since + resource.breaker.cooldownMs);
-    }
   }
 
   /** Gives an attempt's slot back before its outcome is recorded; a claim may use it at once. */
@@ -438,17 +400,14 @@ export class Worker {
     const after = result.operation;
     switch (after.status) {
       case 'COMPLETED':
-        this.#stats.completed += 1;
         this.#counts.add(after.type, 'completed');
         log.info('operation completed');
         break;
       case 'REJECTED':
-        this.#stats.rejected += 1;
         this.#counts.add(after.type, 'rejected');
         log.info({ reason: after.lastError }, 'operation rejected');
         break;
       case 'FAILED':
-        this.#stats.failed += 1;
         this.#counts.add(after.type, 'failed');
         log.warn({ error: after.lastError }, 'operation failed: attempts exhausted');
         break;
@@ -460,14 +419,12 @@ export class Worker {
           return;
         }
         if (outcome.kind === 'defer') {
-          this.#stats.deferred += 1;
           this.#counts.add(after.type, 'deferred');
           log.info({ reason: after.lastError, retry_at: after.runAt }, 'upstream asked to wait: attempt deferred, not counted');
           this.notifyAt(new Date(after.runAt));
           await this.#announce([after]);
           return;
         }
-        this.#stats.retried += 1;
         this.#counts.add(after.type, 'retried');
         log.info({ error: after.lastError, retry_at: after.runAt }, 'attempt failed; retry scheduled');
         this.notifyAt(new Date(after.runAt));
