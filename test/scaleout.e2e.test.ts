@@ -130,9 +130,11 @@ describe('scale-out on PostgreSQL + Redis', { skip: serversSkip }, () => {
       });
       const follower = workers.find((w) => w !== leader) as OpsdProcess;
       assert.equal((await statsOf(follower)).leader, false, 'exactly one leader');
+      // Twice as many as one worker takes at once: whichever claims first, the other (the leader
+      // or not) still finds twenty, so the leader runs some of them whatever the timing.
       const accepted = await acceptOperations(
         db,
-        Array.from({ length: 20 }, () => ({ externalId: uniqueId(), type: 'demo.sleep', payload: { ms: 3000 }, maxAttempts: 3 })),
+        Array.from({ length: 40 }, () => ({ externalId: uniqueId(), type: 'demo.sleep', payload: { ms: 3000 }, maxAttempts: 3 })),
         new Date(),
       );
       const ids = accepted.map((r) => r.operation.id);
