@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { HEALTH_DEFAULTS, type HealthThresholds } from './observe/healthModel.js';
 
 /** Everything a process reads from its environment and flags, resolved and checked. */
 export interface Config {
@@ -37,6 +38,11 @@ export interface Config {
   maxEventLoopDelayMs: number;
   /** `OPSD_MAX_POOL_WAITING`: callers waiting for a store connection past which requests get 503, default 100 (0: never). */
   maxPoolWaiting: number;
+  /**
+   * When `GET /health` warns (degraded): `OPSD_HEALTH_EVENT_LOOP_WARN_MS` (200),
+   * `OPSD_HEALTH_MEMORY_WARN_MB` (1536), `OPSD_HEALTH_POOL_WAITING_WARN` (10), `OPSD_HEALTH_BACKLOG_WARN` (100000).
+   */
+  health: HealthThresholds;
   /** `DB_POOL_MAX`: PostgreSQL pool size; default per role (intake 5, api 25, worker 15, start 10). */
   dbPoolMax: number | undefined;
   /** `DB_CONNECT_TIMEOUT_MS`: longest wait for a pooled connection before a request gets 503, default 5000. */
@@ -136,6 +142,12 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
     graceMs: integer('graceMs', 'OPSD_GRACE_MS', 30_000, 0, 86_400_000),
     bodyLimit: integer('bodyLimit', 'OPSD_BODY_LIMIT', 1024 * 1024, 1024, 1024 * 1024 * 1024),
     requestTimeoutMs: integer('requestTimeoutMs', 'OPSD_REQUEST_TIMEOUT_MS', 30_000, 1000, 3_600_000),
+    health: {
+      eventLoopWarnMs: integer('health', 'OPSD_HEALTH_EVENT_LOOP_WARN_MS', HEALTH_DEFAULTS.eventLoopWarnMs, 1, 600_000),
+      memoryWarnMb: integer('health', 'OPSD_HEALTH_MEMORY_WARN_MB', HEALTH_DEFAULTS.memoryWarnMb, 1, 1_000_000),
+      poolWaitingWarn: integer('health', 'OPSD_HEALTH_POOL_WAITING_WARN', HEALTH_DEFAULTS.poolWaitingWarn, 0, 1_000_000),
+      backlogWarn: integer('health', 'OPSD_HEALTH_BACKLOG_WARN', HEALTH_DEFAULTS.backlogWarn, 0, 1_000_000_000),
+    },
     maxInFlight: integer('maxInFlight', 'OPSD_MAX_IN_FLIGHT', 1024, 1, 1_000_000),
     admissionWaitMs: integer('admissionWaitMs', 'OPSD_ADMISSION_WAIT_MS', 1000, 0, 600_000),
     maxEventLoopDelayMs: integer('maxEventLoopDelayMs', 'OPSD_MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 600_000),

@@ -7,6 +7,9 @@ import { createReconciler } from './dispatch/reconciler.js';
 import { runPeriodically } from './lib/periodic.js';
 import { startApiProtection } from './protect/apiProtection.js';
 import { createProtectionCleaner } from './protect/protectionCleaner.js';
+import { SECRET_PATHS } from './lib/logRedaction.js';
+import { OpsdMetrics } from './observe/metrics.js';
+import { startObservability, type Observability } from './observe/startObservability.js';
 import type { Db } from './store/db.js';
 import { findOtherLeaseHolders } from './store/findOtherLeaseHolders.js';
 import { openDb } from './store/openDb.js';
@@ -40,7 +43,7 @@ export interface RunningService {
 }
 
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'opsd', pid: process.pid } });
+  return pino({ level, base: { service: 'opsd', pid: process.pid }, redact: [...SECRET_PATHS] });
 }
 
 /** BullMQ dispatch when Redis is configured; loaded only then. */
@@ -53,7 +56,7 @@ async function createQueueDispatcher(redisUrl: string, prefix: string): Promise<
  * Runs the cluster-wide duties (lease rescuer; reconciler when dispatch goes through Redis) while
  * this process is the leader. Embedded PGlite has one process, which is always the leader.
  */
-async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher, logger: Logger, worker: Worker | null) {
+async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher, logger: Logger, worker: Worker | null, metrics: OpsdMetrics) {
   let stopDuties: (() => Promise<void>) | null = null;
   // Loaded only with a server (it loads pg, which embedded processes never need).
   const liveness = config.databaseUrl ? await import('./cluster/workerLiveness.js') : null;
@@ -62,7 +65,10 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
       db,
       logger,
       // In-process dispatch wakes the local worker; through Redis, any worker.
-      onRescued: (operations) => dispatcher.dispatch(operations),
+      onRescued: (operations) => {
+        metrics.repairs.inc({ duty: 'lease_rescuer' }, operations.length);
+        return dispatcher.dispatch(operations);
+      },
       ...(liveness
         ? { ownersWithoutLiveness: () => liveness.findOwnersWithoutLiveness(db) }
         : // Embedded: the data folder is locked to this process, so any other holder is a dead predecessor.
@@ -76,7 +82,13 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
       runPeriodically(createProtectionCleaner({ db }), 60_000, logger),
     ];
     if (dispatcher.kind === 'bullmq') {
-      stops.push(runPeriodically(createReconciler({ db, dispatcher, logger }), 2000, logger));
+      const reconciler = createReconciler({ db, dispatcher, logger });
+      const counted = { name: reconciler.name, runOnce: async () => {
+        const woken = await reconciler.runOnce();
+        metrics.repairs.inc({ duty: 'reconciler' }, woken);
+        return woken;
+      } };
+      stops.push(runPeriodically(counted, 2000, logger));
     }
     stopDuties = async () => {
       await Promise.all(stops.map((stop) => stop()));
@@ -143,6 +155,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   const closers: (() => Promise<void>)[] = [];
   let draining = false;
 
+  const metrics = new OpsdMetrics({ role });
   const typeConcurrency = { ...registry.typeConcurrency(), ...config.typeConcurrency };
   // What reaches worker processes other than this one: BullMQ jobs, or NOTIFY on PostgreSQL alone.
   const remote = config.redisUrl ? await createQueueDispatcher(config.redisUrl, config.redisPrefix) : config.databaseUrl ? createNotifyDispatcher(db) : null;
@@ -155,6 +168,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
         typeConcurrency,
         leaseMs: config.leaseMs,
         pollIntervalMs: config.pollIntervalMs,
+        observer: metrics.workerObserver(),
         ...(remote ? { announceTo: remote } : {}),
       })
     : null;
@@ -164,6 +178,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
 
   // A worker's health port is up before the store is: it says "not ready" while it waits.
   let duties: Awaited<ReturnType<typeof startLeaderDuties>> | null = null;
+  let observability: Observability | undefined;
   let healthUrl: string | null = null;
   if (worker && role === 'worker') {
     const health = await startHealthServer({
@@ -175,6 +190,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       isDraining: () => draining,
       queueDepth: () => queueDepth(db),
       dispatchHealth: () => dispatcher.health(),
+      observability: () => observability,
     });
     healthUrl = health.url;
     closers.push(health.close);
@@ -183,8 +199,22 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   await waitForStore(db, logger);
   logger.info({ role, store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
-  duties = await startLeaderDuties(config, db, dispatcher, logger, worker);
+  duties = await startLeaderDuties(config, db, dispatcher, logger, worker, metrics);
   const leadership = duties;
+  const protection = servesApi ? await startApiProtection(config, db, registry, logger) : null;
+  if (protection) closers.push(async () => protection.stop());
+  observability = await startObservability(metrics, config, {
+    role,
+    db,
+    logger,
+    types: registry.types(),
+    worker,
+    isLeader: leadership.isLeader,
+    dispatcher,
+    ...(protection ? { admission: protection.admission } : {}),
+  });
+  const observed = observability;
+  closers.push(async () => observed.stop());
   const liveness =
     worker && config.databaseUrl
       ? (await import('./cluster/workerLiveness.js')).holdWorkerLiveness({ databaseUrl: config.databaseUrl, workerId: worker.id, logger })
@@ -229,8 +259,6 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
 
   if (servesApi) {
     const { buildApp } = await import('./api/app.js');
-    const protection = await startApiProtection(config, db, registry, logger);
-    closers.push(async () => protection.stop());
     app = buildApp({
       db,
       registry,
@@ -239,7 +267,8 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       bodyLimit: config.bodyLimit,
       requestTimeoutMs: config.requestTimeoutMs,
       acceptTimeoutMs: config.acceptTimeoutMs,
-      ...protection,
+      observability,
+      ...(protection ? { admission: protection.admission, backlog: protection.backlog, pressure: protection.pressure } : {}),
     });
     try {
       url = await app.listen({ port: config.port, host: config.host });

@@ -9,6 +9,13 @@ import { answerClientError, serverTimeouts } from './clientErrors.js';
 import { answerFrameworkError, installErrorHandling } from './errorHandler.js';
 import { registerHealthRoutes } from './healthRoutes.js';
 import { registerAdminRoutes } from './adminRoutes.js';
+import type { OpsdMetrics } from '../observe/metrics.js';
+import { registerHttpMetrics } from '../observe/httpMetrics.js';
+import { registerObservabilityRoutes } from '../observe/observabilityRoutes.js';
+import { registerOpenApi } from './openApi.js';
+import { requestIdOf } from '../observe/requestId.js';
+import { VERSION } from '../version.js';
+import type { Observability } from '../observe/startObservability.js';
 import { registerAdmission } from './admissionPlugin.js';
 import { createAdmission, PRESSURE_DEFAULTS, type Admission, type PressureOptions } from '../protect/admission.js';
 import type { BacklogGauge } from '../protect/backlogGauge.js';
@@ -33,6 +40,8 @@ export interface AppOptions {
   pressure?: PressureOptions;
   /** Backlogs of the types that cap theirs; without it no type is shed. */
   backlog?: BacklogGauge;
+  /** `/metrics`, `/health` and the HTTP metrics; without it neither route is served. */
+  observability?: Observability;
   now?: () => Date;
 }
 
@@ -59,6 +68,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
     http: serverTimeouts(options.requestTimeoutMs ?? 30_000),
     clientErrorHandler: answerClientError,
     frameworkErrors: answerFrameworkError,
+    genReqId: requestIdOf,
+    requestIdLogLabel: 'request_id',
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
   });
   const validators = createValidators();
   app.setValidatorCompiler(({ schema, httpPart }) =>
@@ -83,18 +97,26 @@ export function buildApp(options: AppOptions): FastifyInstance {
     checkStorableStrings(request.query, 'query');
   });
   installErrorHandling(app);
+  const { observability } = options;
+  if (observability) registerHttpMetrics(app, observability.metrics);
   const admission = options.admission ?? createAdmission();
   registerAdmission(app, { admission, pressure: options.pressure ?? PRESSURE_DEFAULTS, db: options.db });
-  registerHealthRoutes(app, options.db, options.dispatcher);
-  registerOperationRoutes(app, {
-    ...options,
-    onShed: () => {
-      admission.stats.shedBacklog += 1;
-    },
-    validators,
-    batchItemProblems: (request) => batchItemProblems.get(request) ?? new Map(),
-    now: options.now ?? (() => new Date()),
+  registerOpenApi(app, VERSION);
+  // In a plugin of their own, after the OpenAPI generator: it describes the routes it sees added.
+  void app.register(async (routes) => {
+    if (observability) registerObservabilityRoutes(routes, observability);
+    registerHealthRoutes(routes, options.db, options.dispatcher);
+    registerOperationRoutes(routes, {
+      ...options,
+      onShed: () => {
+        admission.stats.shedBacklog += 1;
+      },
+      ...(observability ? { onOutcome: (type: string, outcome: Parameters<OpsdMetrics['submission']>[1]) => observability.metrics.submission(type, outcome) } : {}),
+      validators,
+      batchItemProblems: (request) => batchItemProblems.get(request) ?? new Map(),
+      now: options.now ?? (() => new Date()),
+    });
+    registerAdminRoutes(routes, { ...options, now: options.now ?? (() => new Date()) });
   });
-  registerAdminRoutes(app, { ...options, now: options.now ?? (() => new Date()) });
   return app;
 }

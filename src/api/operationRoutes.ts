@@ -34,6 +34,7 @@ interface RouteDeps {
   acceptTimeoutMs?: number | undefined;
   backlog?: BacklogGauge | undefined;
   onShed?: () => void;
+  onOutcome?: (type: string, outcome: 'accepted' | 'replayed' | 'conflict' | 'mismatch' | 'shed') => void;
   validators: { strict: Ajv };
   /** Batch items the body parser refused, by index. */
   batchItemProblems(request: object): Map<number, OpsdError>;

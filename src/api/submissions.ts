@@ -56,6 +56,8 @@ export function createSubmissions(deps: {
   backlog?: BacklogGauge;
   /** Counts the submissions shed. */
   onShed?: () => void;
+  /** Told what became of each submission (the metrics). */
+  onOutcome?: (type: string, outcome: AcceptResult['outcome'] | 'shed') => void;
 }): Submissions {
   const { db, registry, now, validateItem } = deps;
   const acceptTimeoutMs = deps.acceptTimeoutMs ?? DEFAULT_ACCEPT_TIMEOUT_MS;
@@ -66,10 +68,11 @@ export function createSubmissions(deps: {
    * slow or lost (Redis away) only delays them until a worker's poll or the reconciler finds them.
    */
   function dispatchAccepted(results: readonly (AcceptResult | Error)[]): void {
+    if (deps.onOutcome) for (const r of results) if (!(r instanceof Error)) deps.onOutcome(r.operation.type, r.outcome);
     const accepted = results.flatMap((r) => (!(r instanceof Error) && r.outcome === 'accepted' ? [r.operation] : []));
     if (accepted.length === 0) return;
     for (const op of accepted) deps.backlog?.accepted(op.type, 1);
-    for (const op of accepted) deps.logger.debug({ operation_id: op.id, type: op.type }, 'operation accepted');
+    for (const op of accepted) deps.logger.debug({ operation_id: op.id, external_id: op.externalId, type: op.type }, 'operation accepted');
     deps.dispatcher.dispatch(accepted).catch((error: unknown) => {
       deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
     });
@@ -121,6 +124,7 @@ export function createSubmissions(deps: {
     const backlog = deps.backlog.estimate(item.type);
     if (!shedsSubmission(backlog, max, item.priority ?? PRIORITY_RANGE.default)) return;
     deps.onShed?.();
+    deps.onOutcome?.(item.type, 'shed');
     throw new OpsdError('OPSD_ERR_BACKLOG_FULL', `${backlog} operations of type "${item.type}" are waiting (at most ${max}, half of it for priorities below 0); retry later`, {
       type: item.type,
       backlog,

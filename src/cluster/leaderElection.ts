@@ -1,9 +1,9 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { LEADER_LOCK_KEY } from './lockKeys.js';
 import { endClient, sessionSafetyOptions } from './sessionSafety.js';
 
-/** Whoever holds this session-level advisory lock runs the cluster-wide duties. */
-export const LEADER_LOCK_KEY = 7_424_002;
+export { LEADER_LOCK_KEY };
 
 export interface Leadership {
   isLeader(): boolean;

@@ -1,14 +1,10 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Db } from '../store/db.js';
+import { LIVENESS_LOCK_NAMESPACE } from './lockKeys.js';
 import { endClient, sessionSafetyOptions } from './sessionSafety.js';
 
-/**
- * First key of the liveness locks: a worker holds `pg_advisory_lock(namespace, hashtext(id))` on a
- * session of its own for as long as it lives, so the leader can tell a dead lease holder (lock
- * released with its session) from a slow one without waiting for the lease to run out.
- */
-export const LIVENESS_LOCK_NAMESPACE = 7_424_201;
+export { LIVENESS_LOCK_NAMESPACE };
 
 /** Holds a worker's liveness lock, reconnecting with backoff whenever its session is lost. */
 export function holdWorkerLiveness(options: { databaseUrl: string; workerId: string; logger: Logger; intervalMs?: number }) {

@@ -126,6 +126,14 @@ export function createBullmqDispatcher(options: BullmqDispatcherOptions): Dispat
       }
       return { status: 'ok' };
     },
+    async queueCounts(types) {
+      const counts = await withTimeout(
+        Promise.all(types.map(async (type) => [queueName(type), await queue(type).getJobCounts('waiting', 'active', 'delayed')] as const)),
+        timeoutMs,
+        () => new DispatchTimeoutError(`Redis did not answer the job counts within ${timeoutMs} ms`),
+      );
+      return Object.fromEntries(counts.map(([name, c]) => [name, { waiting: c.waiting ?? 0, active: c.active ?? 0, delayed: c.delayed ?? 0 }]));
+    },
     async close() {
       // Closing waits for Redis; an unreachable one must not hold up shutdown.
       await raceTimeout(Promise.all([...queues.values()].map(closeQuietly)), 2000);

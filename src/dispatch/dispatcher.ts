@@ -14,6 +14,8 @@ export interface Dispatcher {
   dispatch(operations: readonly DispatchTarget[], cause?: string): Promise<void>;
   /** `degraded` while wake-ups fail (the queue is unreachable): operations wait for the reconciler or a poll. */
   health(): DispatchHealth;
+  /** Jobs waiting, active and delayed on the queue of each of `types` (queue dispatchers only). */
+  queueCounts?(types: readonly string[]): Promise<Record<string, Record<'waiting' | 'active' | 'delayed', number>>>;
   close(): Promise<void>;
 }
 
@@ -57,6 +59,9 @@ export function fanOutDispatcher(kind: Dispatcher['kind'], dispatchers: readonly
       await Promise.all(dispatchers.map((d) => d.dispatch(operations, cause)));
     },
     health: () => dispatchers.map((d) => d.health()).find((h) => h.status !== 'ok') ?? HEALTHY,
+    ...(dispatchers.some((d) => d.queueCounts)
+      ? { queueCounts: (types: readonly string[]) => dispatchers.find((d) => d.queueCounts)?.queueCounts?.(types) ?? Promise.resolve({}) }
+      : {}),
     async close() {
       await Promise.all(dispatchers.map((d) => d.close()));
     },

@@ -4,6 +4,11 @@ import type { Db } from '../store/db.js';
 import { findClaimableHeads, type HeadCursor } from '../store/findClaimableHeads.js';
 import type { Dispatcher } from './dispatcher.js';
 
+/** A pass returns how many operations it woke again. */
+export interface Reconciler extends Duty {
+  runOnce(): Promise<number>;
+}
+
 /** The cause of every reconciler wake-up: one per operation version, however many passes see it. */
 export const RECONCILE_CAUSE = 'reconcile';
 
@@ -23,7 +28,7 @@ export function createReconciler(options: {
   staleMs?: number;
   batchSize?: number;
   now?: () => Date;
-}): Duty {
+}): Reconciler {
   const staleMs = options.staleMs ?? 5000;
   const batchSize = options.batchSize ?? 1000;
   const now = options.now ?? (() => new Date());

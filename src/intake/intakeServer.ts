@@ -13,6 +13,9 @@ import { OpsdError, RETRY_AFTER_S } from '../domain/errors.js';
 import type { Db } from '../store/db.js';
 import { createAdmission, PRESSURE_DEFAULTS, type Admission, type PressureOptions } from '../protect/admission.js';
 import { createPressureGauge } from '../protect/pressureGauge.js';
+import { observeNodeRequest, serveObservability } from '../observe/serveObservability.js';
+import { requestIdOf } from '../observe/requestId.js';
+import type { Observability } from '../observe/startObservability.js';
 
 export interface IntakeServerOptions {
   port: number;
@@ -30,6 +33,8 @@ export interface IntakeServerOptions {
   admission?: Admission;
   /** Saturation thresholds (503 past them). Default: event loop delay 1000 ms, 100 callers waiting for the store. */
   pressure?: PressureOptions;
+  /** `/metrics`, `/health` and the HTTP metrics; without it neither route is served. */
+  observability?: Observability;
 }
 
 export interface IntakeServer {
@@ -99,10 +104,15 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
   }
 
   const server = createServer(serverTimeouts(options.requestTimeoutMs ?? 30_000), (request, response) => {
+    const path = (request.url ?? '/').split('?')[0] as string;
+    const requestId = requestIdOf(request);
+    response.setHeader('x-request-id', requestId);
+    observeNodeRequest(options.observability, request, response, path in ALLOWED || path === '/metrics' || path === '/health' ? path : 'unmatched');
+    if (serveObservability(request, response, path, options.observability)) return;
     handle(request).then(
       (reply) => send(response, reply),
       async (error: unknown) => {
-        const reply = errorReply(error, logger);
+        const reply = errorReply(error, logger.child({ request_id: requestId }));
         if (reply.status === 413) await drainRequest(request);
         send(response, reply);
       },

@@ -10,6 +10,8 @@ import type { Db } from '../store/db.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
 import { startIntakeServer } from './intakeServer.js';
 import { startApiProtection } from '../protect/apiProtection.js';
+import { OpsdMetrics } from '../observe/metrics.js';
+import { startObservability } from '../observe/startObservability.js';
 
 /**
  * The intake role: accepts operations and nothing else. With Redis configured it hands what it
@@ -22,6 +24,8 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
   // Ajv caches compiled schemas: the server's single-submission check and the batch items share one.
   const validator = createBodyValidator();
   const protection = await startApiProtection(config, db, registry, logger);
+  const metrics = new OpsdMetrics({ role: 'intake' });
+  const observability = await startObservability(metrics, config, { role: 'intake', db, logger, types: registry.types(), dispatcher, admission: protection.admission });
   const submissions = createSubmissions({
     db,
     registry,
@@ -34,6 +38,7 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
     onShed: () => {
       protection.admission.stats.shedBacklog += 1;
     },
+    onOutcome: (type, outcome) => metrics.submission(type, outcome),
   });
   logger.info({ role: 'intake', store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
@@ -50,6 +55,7 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
       requestTimeoutMs: config.requestTimeoutMs,
       admission: protection.admission,
       pressure: protection.pressure,
+      observability,
     });
   } catch (error) {
     await db.close();
@@ -63,6 +69,7 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
       logger.info({ role: 'intake' }, 'shutting down: no new requests, finishing those under way');
       await server.close();
       protection.stop();
+      observability.stop();
       await dispatcher.close();
       await db.close();
       logger.info({ role: 'intake' }, 'stopped');

@@ -40,8 +40,19 @@ export interface Queryable {
  * The small interface every store module talks to: PGlite (embedded) or a PostgreSQL server.
  * Both speak the same SQL; modules never know which one they have.
  */
+/** What a pool counted since it opened. */
+export interface PoolCounters {
+  /** Connections handed out, and the seconds callers waited for them in all. */
+  acquired: number;
+  acquireSeconds: number;
+  /** Hand-outs that had to wait (over a millisecond). */
+  waitedAcquires: number;
+  /** Statements and connection attempts that failed. */
+  errors: number;
+}
+
 /** A connection pool's state, for saturation checks and metrics. */
-export interface PoolStats {
+export interface PoolStats extends PoolCounters {
   max: number;
   total: number;
   idle: number;

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Db, PreparedStatement, Queryable, QueryResult } from './db.js';
+import type { Db, PoolCounters, PreparedStatement, Queryable, QueryResult } from './db.js';
 import { isStoreUnavailable } from './storeErrors.js';
 
 /** Options for a PostgreSQL server connection. */
@@ -24,7 +24,7 @@ export interface PgDbOptions {
 /** How much later than the server's statement timeout the client stops waiting for a reply. */
 const REPLY_GRACE_MS = 1000;
 
-function wrap(client: pg.Pool | pg.PoolClient): Queryable {
+function wrap(client: pg.PoolClient): Queryable {
   return {
     async query<R>(sql: string | PreparedStatement, params?: readonly unknown[]): Promise<QueryResult<R>> {
       const result =
@@ -57,10 +57,21 @@ export function createPgDb(options: PgDbOptions): Db {
   // resumed to listen. Every client listens from its first moment; the work that holds it still
   // fails (the client is no longer queryable), and the pool drops it when it comes back.
   pool.on('connect', (client) => client.on('error', () => {}));
-  const pooled = wrap(pool);
+  const counters: PoolCounters = { acquired: 0, acquireSeconds: 0, waitedAcquires: 0, errors: 0 };
 
   async function withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect();
+    const waitStart = performance.now();
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (error) {
+      counters.errors += 1;
+      throw error;
+    }
+    const waited = (performance.now() - waitStart) / 1000;
+    counters.acquired += 1;
+    counters.acquireSeconds += waited;
+    if (waited > 0.001) counters.waitedAcquires += 1;
     // The pool listens for errors only on idle clients; a checked-out client whose server goes away
     // would otherwise raise an unhandled 'error' and end the process. The query in flight fails too.
     let broken = false;
@@ -71,6 +82,7 @@ export function createPgDb(options: PgDbOptions): Db {
     try {
       return await fn(client);
     } catch (error) {
+      counters.errors += 1;
       broken ||= isStoreUnavailable(error);
       throw error;
     } finally {
@@ -82,9 +94,11 @@ export function createPgDb(options: PgDbOptions): Db {
   const max = options.max ?? 10;
   return {
     kind: 'postgres',
-    poolStats: () => ({ max, total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
-    query: pooled.query,
-    exec: pooled.exec,
+    poolStats: () => ({ max, total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, ...counters }),
+    // Through withClient like every other use, so that each statement's wait for a connection is
+    // counted and a client is dropped only when its session is broken, not for any refused statement.
+    query: (sql, params) => withClient((client) => wrap(client).query(sql, params)),
+    exec: (sql) => withClient((client) => wrap(client).exec(sql)),
     transaction: (fn) =>
       withClient(async (client) => {
         await client.query('BEGIN');

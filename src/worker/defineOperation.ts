@@ -42,6 +42,11 @@ export interface OperationDefinition<P = Json, R = unknown> {
    * below 0 once the backlog is at half of it). Default: no limit.
    */
   maxBacklog?: number;
+  /**
+   * Payload fields that are secret, as dot paths (`card.number`, `credentials.*`): redacted from
+   * every log line about the type's operations, the handler's own `log` included. Default: none.
+   */
+  sensitive?: string[];
   /** Delay between attempts (exponential, full jitter). Default `{ baseMs: 1000, maxMs: 300000 }`. */
   backoff?: Partial<BackoffPolicy>;
   /**
@@ -66,6 +71,9 @@ export function defineOperation<P = Json, R = unknown>(definition: OperationDefi
     if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
       throw new TypeError(`operation type "${definition.type}": ${key} must be a positive integer`);
     }
+  }
+  if (definition.sensitive !== undefined && !(Array.isArray(definition.sensitive) && definition.sensitive.every((p) => typeof p === 'string' && /^[A-Za-z0-9_$*-]+(\.[A-Za-z0-9_$*-]+)*$/.test(p)))) {
+    throw new TypeError(`operation type "${definition.type}": sensitive must list payload fields as dot paths (card.number)`);
   }
   if (definition.resource !== undefined && (typeof definition.resource !== 'string' || definition.resource === '')) {
     throw new TypeError(`operation type "${definition.type}": resource must name a resource`);

@@ -5,6 +5,8 @@ import type { Db } from '../store/db.js';
 import { RETRY_AFTER_S } from '../domain/errors.js';
 import type { DispatchHealth } from '../dispatch/dispatcher.js';
 import type { Worker } from './worker.js';
+import { observeNodeRequest, serveObservability } from '../observe/serveObservability.js';
+import type { Observability } from '../observe/startObservability.js';
 
 /** Ready, or degraded (still 200) while the queue does not take wake-ups: the worker polls the store meanwhile. */
 function readyBody(dispatch: DispatchHealth | undefined) {
@@ -44,6 +46,8 @@ export async function startHealthServer(options: {
   isDraining: () => boolean;
   /** Whether wake-ups through the queue get through (queue mode). Default: always. */
   dispatchHealth?: () => DispatchHealth;
+  /** `/metrics` and `/health`; read once the store is, so given late. */
+  observability?: () => Observability | undefined;
 }): Promise<{ url: string; close(): Promise<void> }> {
   let depth: { value: number | null; at: number } = { value: null, at: 0 };
   const refreshDepth = async () => {
@@ -61,7 +65,10 @@ export async function startHealthServer(options: {
       response.writeHead(status, { 'content-type': 'application/json', ...(status === 503 ? { 'retry-after': String(RETRY_AFTER_S.OPSD_ERR_UNAVAILABLE) } : {}) });
       response.end(JSON.stringify(body));
     };
-    const path = (request.url ?? '/').split('?')[0];
+    const path = (request.url ?? '/').split('?')[0] as string;
+    const observability = options.observability?.();
+    observeNodeRequest(observability, request, response, ['/health/live', '/health/ready', '/health', '/metrics', '/stats'].includes(path) ? path : 'unmatched');
+    if (serveObservability(request, response, path, observability)) return;
     if (path === '/health/live') return send(200, { status: 'live' });
     if (path === '/health/ready') {
       if (options.isDraining()) return send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: 'worker is draining' } });

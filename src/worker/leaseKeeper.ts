@@ -27,6 +27,7 @@ export class LeaseKeeper {
   readonly #log: Logger;
   readonly #held: () => Iterable<HeldAttempt>;
   readonly #onLost: (attempt: HeldAttempt) => void;
+  readonly #onRenewed: (count: number) => void;
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
 
@@ -37,6 +38,8 @@ export class LeaseKeeper {
     log: Logger;
     held: () => Iterable<HeldAttempt>;
     onLost: (attempt: HeldAttempt) => void;
+    /** Leases renewed by one heartbeat. */
+    onRenewed?: (count: number) => void;
   }) {
     this.#db = options.db;
     this.#leaseMs = options.leaseMs;
@@ -44,6 +47,7 @@ export class LeaseKeeper {
     this.#log = options.log;
     this.#held = options.held;
     this.#onLost = options.onLost;
+    this.#onRenewed = options.onRenewed ?? (() => {});
   }
 
   start(): void {
@@ -78,6 +82,7 @@ export class LeaseKeeper {
         held.map((a) => ({ operationId: a.operation.id, fencingToken: a.operation.fencingToken })),
         new Date(this.#now().getTime() + this.#leaseMs),
       );
+      this.#onRenewed(held.length - lost.size);
       for (const attempt of held) {
         if (!lost.has(attempt.operation.id)) {
           attempt.leaseValidUntil = renewedAt + this.#leaseMs;

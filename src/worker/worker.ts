@@ -15,6 +15,8 @@ import { GroupClaims, type ClaimWaits } from './groupClaims.js';
 import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
 import { createResourceReports, type ResourceReportStats } from './resourceReports.js';
 import { createTypeCounter } from './typeCounter.js';
+import { redactionFor } from '../lib/logRedaction.js';
+import { NO_WORKER_OBSERVER, type AttemptEndKind, type WorkerObserver } from './workerObserver.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
 import { reportAttemptEnd } from './resourceFeedback.js';
 import { AttemptAborted, runAttempt } from './runAttempt.js';
@@ -53,6 +55,8 @@ export interface WorkerOptions {
    * handler may still have effects. Default: log at fatal and exit the process with code 70.
    */
   onWedged?: (operation: StoredOperation) => void;
+  /** Told of claims, attempts and outcomes as they happen (the metrics). Default: nobody. */
+  observer?: WorkerObserver;
   now?: () => Date;
   random?: () => number;
 }
@@ -104,6 +108,8 @@ export class Worker {
   readonly #groups: GroupClaims;
   readonly #reports: ReturnType<typeof createResourceReports>;
   readonly #counts: ReturnType<typeof createTypeCounter>;
+  readonly #observer: WorkerObserver;
+  readonly #typeLogs = new Map<string, Logger>();
   readonly #announceTo: Dispatcher | undefined;
   readonly #leaseMs: number;
   readonly #pollIntervalMs: number;
@@ -161,6 +167,7 @@ export class Worker {
     });
     this.#reports = createResourceReports({ db: this.#db, log: this.#log });
     this.#counts = createTypeCounter({ db: this.#db, worker: this.id, logger: this.#log, now: this.#now });
+    this.#observer = options.observer ?? NO_WORKER_OBSERVER;
     this.#record = createOutcomeRecorder(this.#db, {
       inFlight: WRITES_IN_FLIGHT,
       successors: { claim: () => this.#successorClaim(), started: (ops) => this.#startSuccessors(ops) },
@@ -171,8 +178,10 @@ export class Worker {
       now: this.#now,
       log: this.#log,
       held: () => this.#running.values(),
+      onRenewed: (count) => this.#observer.leasesRenewed(count),
       onLost: (attempt) => {
         this.#stats.leaseLost += 1;
+        this.#observer.leaseLost(attempt.operation.type);
         this.#log.warn({ operation_id: attempt.operation.id }, 'lease lost; aborting the attempt');
         (attempt as RunningAttempt).abort.abort(new AttemptAborted('lease_lost', 'the lease was lost'));
       },
@@ -285,6 +294,7 @@ export class Worker {
         this.#groups.claim(group, { limit, types: group.types, now: this.#now, leaseOwner: this.id, leaseMs: this.#leaseMs, busyKeys: this.#busyKeys() }),
       );
       if (short) this.#lastScanShort = true;
+      this.#observer.claimed(claimed.length);
       for (const operation of claimed) void this.#startAttempt(operation);
     }
   }
@@ -322,10 +332,12 @@ export class Worker {
   /** Runs one claimed attempt; resolves when its handler has stopped and its outcome is recorded (or given up on). */
   #startAttempt(operation: StoredOperation): Promise<void> {
     this.#stats.claimed += 1;
+    this.#observer.attemptStarted(operation.type);
+    const startedAt = performance.now();
     const registered = this.#registry.get(operation.type);
     const resource = this.#registry.resourceOf(operation.type);
     const abort = new AttemptAbort();
-    const log = this.#log.child({ operation_id: operation.id, type: operation.type, attempt: operation.attempts });
+    const log = this.#typeLog(operation.type).child({ operation_id: operation.id, external_id: operation.externalId, type: operation.type, attempt: operation.attempts });
     log.debug('attempt started');
     const attempt: Omit<RunningAttempt, 'done'> = {
       operation,
@@ -355,7 +367,7 @@ export class Worker {
       }
       attempt.recording = true;
       if (!(operation as ClaimedOperation).next) this.#releaseSlot(attempt);
-      if (end.kind === 'record') await this.#recordOutcome(attempt, end.outcome, log);
+      if (end.kind === 'record') await this.#recordOutcome(attempt, end.outcome, log, (performance.now() - startedAt) / 1000);
     })()
       .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
       .finally(() => {
@@ -367,6 +379,17 @@ export class Worker {
       });
     this.#running.set(operation.id, Object.assign(attempt, { done }));
     return done;
+  }
+
+  /** The logger of a type's attempts: the worker's, redacting the payload fields the type marks sensitive. */
+  #typeLog(type: string): Logger {
+    let log = this.#typeLogs.get(type);
+    if (!log) {
+      const sensitive = this.#registry.get(type)?.definition.sensitive ?? [];
+      log = sensitive.length > 0 ? this.#log.child({}, { redact: redactionFor(sensitive) }) : this.#log;
+      this.#typeLogs.set(type, log);
+    }
+    return log;
   }
 
   /** Gives an attempt's slot back before its outcome is recorded; a claim may use it at once. */
@@ -387,45 +410,59 @@ export class Worker {
     if (!this.#stopping) this.#onWedged(attempt.operation);
   }
 
-  async #recordOutcome(attempt: Omit<RunningAttempt, 'done'>, outcome: AttemptOutcome, log: Logger): Promise<void> {
+  async #recordOutcome(attempt: Omit<RunningAttempt, 'done'>, outcome: AttemptOutcome, log: Logger, ranSeconds: number): Promise<void> {
     const result = await this.#record(
       { operationId: attempt.operation.id, command: outcome, claimed: attempt.operation },
       { log, leaseValidUntil: () => attempt.leaseValidUntil, givenUp: () => this.#gaveUp },
     );
     if (!result.ok) {
       this.#stats.leaseLost += 1;
+      this.#observer.leaseLost(attempt.operation.type);
       log.warn({ code: result.error.code }, 'outcome discarded: the attempt no longer holds the lease');
       return;
     }
     const after = result.operation;
+    const timedOut = outcome.kind === 'fail' && outcome.error.code === 'OPSD_TIMEOUT';
+    const ended = (kind: AttemptEndKind) => {
+      this.#observer.attemptEnded(after.type, kind, ranSeconds, timedOut);
+      if (kind === 'completed' || kind === 'rejected' || kind === 'failed') {
+        this.#observer.operationEnded(after.type, kind, (Date.parse(after.updatedAt) - Date.parse(after.createdAt)) / 1000);
+      }
+    };
     switch (after.status) {
       case 'COMPLETED':
         this.#counts.add(after.type, 'completed');
+        ended('completed');
         log.info('operation completed');
         break;
       case 'REJECTED':
         this.#counts.add(after.type, 'rejected');
+        ended('rejected');
         log.info({ reason: after.lastError }, 'operation rejected');
         break;
       case 'FAILED':
         this.#counts.add(after.type, 'failed');
+        ended('failed');
         log.warn({ error: after.lastError }, 'operation failed: attempts exhausted');
         break;
       case 'PENDING':
         if (outcome.kind === 'release') {
           this.#stats.released += 1;
+          ended('released');
           log.info('attempt released at shutdown');
           await this.#announce([after]);
           return;
         }
         if (outcome.kind === 'defer') {
           this.#counts.add(after.type, 'deferred');
+          ended('deferred');
           log.info({ reason: after.lastError, retry_at: after.runAt }, 'upstream asked to wait: attempt deferred, not counted');
           this.notifyAt(new Date(after.runAt));
           await this.#announce([after]);
           return;
         }
         this.#counts.add(after.type, 'retried');
+        ended('retried');
         log.info({ error: after.lastError, retry_at: after.runAt }, 'attempt failed; retry scheduled');
         this.notifyAt(new Date(after.runAt));
         await this.#announce([after]);

@@ -1,0 +1,92 @@
+import type { Logger } from 'pino';
+import { LEADER_LOCK_KEY, LIVENESS_LOCK_NAMESPACE } from '../cluster/lockKeys.js';
+import type { ResourceState } from '../protect/resourceRules.js';
+import type { Db } from '../store/db.js';
+import { readResourceStates } from '../store/resourceState.js';
+
+/** What a process reads of the whole store for its metrics and health, refreshed in the background. */
+export interface StoreSnapshot {
+  /** PENDING and PROCESSING operations, by type and state. */
+  active: { type: string; state: 'PENDING' | 'PROCESSING'; count: number }[];
+  /** Due PENDING operations, all types together: the dispatch backlog. */
+  due: number;
+  /** How long the oldest PENDING operation of each type has waited, in seconds. */
+  oldestPendingSeconds: Map<string, number>;
+  resources: Map<string, ResourceState>;
+  /** Worker processes holding their liveness lock (servers only). */
+  workersAlive: number | null;
+  /** Whether some process holds the leader lock (servers only). */
+  leaderPresent: boolean | null;
+  /** When it was read (ms since the epoch), or 0 before the first read. */
+  readAt: number;
+}
+
+const EMPTY: StoreSnapshot = { active: [], due: 0, oldestPendingSeconds: new Map(), resources: new Map(), workersAlive: null, leaderPresent: null, readAt: 0 };
+
+/**
+ * Reads the store's view every `intervalMs` (default 5 s) so that a scrape or a health check never
+ * costs a scan: they read the last snapshot. Only active operations are counted (through the
+ * indexes that hold them); terminal totals are the `*_total` counters of the workers.
+ */
+export function createStoreSnapshot(options: { db: Db; logger: Logger; intervalMs?: number }) {
+  let current = EMPTY;
+  let timer: NodeJS.Timeout | null = null;
+  let warned = false;
+
+  const read = async () => {
+    try {
+      const [active, oldest, resources, locks] = await Promise.all([
+        options.db.query<{ type: string; state: 'PENDING' | 'PROCESSING'; n: number; due: number }>(
+          `SELECT type, state, count(*)::int AS n, count(*) FILTER (WHERE run_at <= now())::int AS due
+           FROM operations WHERE state IN ('PENDING', 'PROCESSING') GROUP BY type, state`,
+        ),
+        options.db.query<{ type: string; age: number }>(
+          `SELECT type, extract(epoch FROM now() - min(created_at))::float8 AS age FROM operations WHERE state = 'PENDING' GROUP BY type`,
+        ),
+        readResourceStates(options.db),
+        options.db.kind === 'postgres'
+          ? options.db.query<{ workers: number; leaders: number }>(
+              `SELECT count(*) FILTER (WHERE classid = $1::int::oid AND objsubid = 2)::int AS workers,
+                      count(*) FILTER (WHERE classid = 0 AND objid = $2::int::oid AND objsubid = 1)::int AS leaders
+               FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+              [LIVENESS_LOCK_NAMESPACE, LEADER_LOCK_KEY],
+            )
+          : Promise.resolve(null),
+      ]);
+      current = {
+        active: active.rows.map((r) => ({ type: r.type, state: r.state, count: r.n })),
+        due: active.rows.filter((r) => r.state === 'PENDING').reduce((sum, r) => sum + r.due, 0),
+        oldestPendingSeconds: new Map(oldest.rows.map((r) => [r.type, Math.max(0, r.age)])),
+        resources,
+        workersAlive: locks ? (locks.rows[0]?.workers ?? 0) : null,
+        leaderPresent: locks ? (locks.rows[0]?.leaders ?? 0) > 0 : null,
+        readAt: Date.now(),
+      };
+      warned = false;
+    } catch (error) {
+      if (!warned) options.logger.warn({ err: error }, 'reading the store for metrics failed; serving the last reading');
+      warned = true;
+    }
+  };
+
+  return {
+    get current(): StoreSnapshot {
+      return current;
+    },
+    /** Reads once now, then every interval. */
+    async start(): Promise<void> {
+      await read();
+      const tick = () => {
+        timer = setTimeout(() => void read().finally(tick), options.intervalMs ?? 5000);
+        timer.unref();
+      };
+      tick();
+    },
+    stop(): void {
+      if (timer) clearTimeout(timer);
+    },
+  };
+}
+
+export type StoreSnapshotReader = ReturnType<typeof createStoreSnapshot>;
