@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { accept, bareHttp, bareInsert, drain, endToEnd, roles, type Mode, type Settings } from './scenarios.js';
+import { accept, bareHttp, bareInsert, drain, endToEnd, metricsScrape, roles, type Mode, type Settings } from './scenarios.js';
 import { drainPeer, PEERS } from './peers.js';
 import { median, type Sample } from './support.js';
 
@@ -60,6 +60,8 @@ for (const peer of PEERS) {
   else console.log(`skipping peer ${peer}: ${peer === 'bullmq' ? 'REDIS_URL' : 'DATABASE_URL'} is not set`);
 }
 await step('roles', () => roles(settings));
+if (settings.databaseUrl) await step('metrics scrape', () => metricsScrape(settings, quick ? 20_000 : 100_000));
+else console.log('skipping the metrics scrape: DATABASE_URL is not set');
 
 const medianOf = (scenario: string, mode: string) => {
   const found = samples.find((s) => s.scenario === scenario && s.mode === mode);

@@ -354,3 +354,38 @@ export async function roles(s: Settings): Promise<Sample[]> {
   }
   return samples;
 }
+
+/**
+ * The cost of a scrape: `GET /metrics` of an `opsd api` whose store holds `count` operations (a
+ * tenth of them PENDING), once its first reading of the store is in. Medians over 20 scrapes per
+ * run. The store gauges are read in the background every 5 s, so a scrape never waits for a scan.
+ */
+export async function metricsScrape(s: Settings, count = 100_000): Promise<Sample> {
+  const values: number[] = [];
+  const { env, cleanup, url } = await modeEnv('postgres', s);
+  try {
+    const db = await openDb({ databaseUrl: url, dataDir: '', poolMax: 10 });
+    await seed(db, count, 'distinct');
+    // Most of them done, as in a store that has been running for a while.
+    await db.query(`UPDATE operations SET state = 'COMPLETED', version = version + 1 WHERE seq % 10 <> 0`);
+    await db.close();
+    const api = await spawnListening(opsdArgs('api'), env);
+    try {
+      for (let run = 0; run < s.runs; run += 1) {
+        const times: number[] = [];
+        for (let i = 0; i < 20; i += 1) {
+          const started = performance.now();
+          const response = await fetch(`${api.url}/metrics`);
+          await response.text();
+          times.push(performance.now() - started);
+        }
+        values.push(percentile(times, 50));
+      }
+    } finally {
+      await api.stop();
+    }
+  } finally {
+    await cleanup();
+  }
+  return { scenario: `metrics scrape, ${count.toLocaleString('en-US')} operations in the store`, mode: 'postgres', metric: 'p50', unit: 'ms', values };
+}

@@ -59,7 +59,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
     // Operations log their own lifecycle; a line per request would drown them under load.
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     return503OnClosing: true,
     // The longest names a path carries: operation types and resources (128 characters).
@@ -69,7 +69,6 @@ export function buildApp(options: AppOptions): FastifyInstance {
     clientErrorHandler: answerClientError,
     frameworkErrors: answerFrameworkError,
     genReqId: requestIdOf,
-    requestIdLogLabel: 'request_id',
   });
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);

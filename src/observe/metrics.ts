@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AttemptEndKind, WorkerObserver } from '../worker/workerObserver.js';
 
@@ -46,6 +47,12 @@ export class OpsdMetrics {
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
       this.registry.removeSingleMetric(`opsd_${name}`);
     }
+    let last = performance.eventLoopUtilization();
+    this.gauge('opsd_nodejs_eventloop_utilization', 'Share of time the event loop was busy since the last scrape (0 to 1)', [], (g) => {
+      const now = performance.eventLoopUtilization();
+      g.set(performance.eventLoopUtilization(now, last).utilization);
+      last = now;
+    });
   }
 
   /** A worker observer that counts into these metrics. */
