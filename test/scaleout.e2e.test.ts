@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { get as httpGet } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { acceptOperations } from '../src/store/acceptOperations.js';
@@ -6,7 +7,7 @@ import { createPgDb } from '../src/store/pgDb.js';
 import { getOperation, listEvents } from '../src/store/readOperations.js';
 import { serversSkip } from './support/backends.js';
 import { uniqueId, waitFor } from './support/helpers.js';
-import { http, runOpsd, spawnOpsd, type OpsdProcess } from './support/opsdProcess.js';
+import { http, listeningUrl, runOpsd, spawnOpsd, type OpsdProcess } from './support/opsdProcess.js';
 import { privateRedisSkip, startPrivateRedis } from './support/privateRedis.js';
 import { checkOrderAndUniqueness, redisPrefix, stateCounts } from './support/scaleout.js';
 import { createServerDatabase } from './support/serverDatabase.js';
@@ -235,6 +236,17 @@ describe('scale-out on PostgreSQL alone', { skip: serversSkip }, () => {
   });
 });
 
+/** GET on a connection of its own (node:cluster hands each connection to one child). */
+function onNewConnection(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    httpGet(url, { agent: false }, (response) => {
+      let body = '';
+      response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      response.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+}
+
 describe('opsd worker --cluster', { skip: serversSkip }, () => {
   const d = deployment();
   before(() => d.setUp());
@@ -253,6 +265,9 @@ describe('opsd worker --cluster', { skip: serversSkip }, () => {
     process.kill(childPids(supervisor.output())[0] as number, 'SIGKILL');
     await waitFor('a respawn', () => childPids(supervisor.output()).length === 3 && supervisor.output().includes('child died; respawning'));
     await waitFor('the new child ready', () => (supervisor.output().match(/"opsd listening"/g) ?? []).length === 3);
+    // The children share the health port, a connection each: the respawned one says how many were respawned before it.
+    const healthUrl = listeningUrl(supervisor.output()) as string;
+    await waitFor('the respawned child to report the restart', async () => /^opsd_cluster_restarts\{[^}]*\} 1$/m.test(await onNewConnection(`${healthUrl}/metrics`)));
     supervisor.child.kill('SIGTERM');
     const exit = await supervisor.exited;
     assert.equal(exit.code, 0, supervisor.output().slice(-3000));

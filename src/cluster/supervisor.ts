@@ -23,9 +23,11 @@ export function superviseCluster(options: SupervisorOptions): void {
   const restarts: number[] = [];
   let shuttingDown = false;
   let exitCode = 0;
+  let respawned = 0;
 
+  // Each child learns how many were respawned before it (its metrics expose it as opsd_cluster_restarts).
   const fork = () => {
-    const child = cluster.fork();
+    const child = cluster.fork({ OPSD_CLUSTER_RESTARTS: String(respawned) });
     log.info({ child: child.process.pid }, 'child started');
     return child;
   };
@@ -62,6 +64,7 @@ export function superviseCluster(options: SupervisorOptions): void {
       return;
     }
     log.warn({ child: child.process.pid, code, signal }, 'child died; respawning');
+    respawned += 1;
     fork();
   });
 
