@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { after, before, describe } from 'node:test';
 import type { Db } from '../../src/store/db.js';
 import { migrate } from '../../src/store/migrate.js';
@@ -25,6 +26,17 @@ const databaseUrl = process.env.DATABASE_URL;
 /** CI sets OPSD_REQUIRE_SERVERS=1: there a missing server is a failure, never a skip. */
 export function requireServers(): boolean {
   return process.env.OPSD_REQUIRE_SERVERS === '1';
+}
+
+/**
+ * Why tests that run `tools` (programs on PATH, from Debian's packages) are skipped here, or false.
+ * Where servers are required (CI), a missing tool is a failure, never a skip.
+ */
+export function toolsSkip(tools: readonly string[], tests: string): string | false {
+  const missing = tools.filter((tool) => spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0);
+  if (missing.length === 0) return false;
+  if (requireServers()) throw new Error(`OPSD_REQUIRE_SERVERS=1 but ${missing.join(' and ')} is not on PATH: ${tests} must run`);
+  return `${missing.join(' and ')} is not on PATH, so ${tests} are skipped`;
 }
 
 /** Why suites that need Redis are skipped here, or false. */

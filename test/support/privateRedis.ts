@@ -1,19 +1,16 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { requireServers } from './backends.js';
+import { toolsSkip } from './backends.js';
 import { waitFor } from './helpers.js';
 
 /** Why a private redis-server cannot be started here, or false. */
 export function privateRedisSkip(): string | false {
-  const probe = spawnSync('redis-server', ['--version'], { stdio: 'ignore' });
-  if (probe.status === 0) return false;
-  if (requireServers()) throw new Error('OPSD_REQUIRE_SERVERS=1 but redis-server is not on PATH: the private-Redis tests must run');
-  return 'redis-server is not on PATH, so the tests that flush a private Redis are skipped';
+  return toolsSkip(['redis-server'], 'the tests that flush a private Redis');
 }
 
 async function freePort(): Promise<number> {

@@ -3,15 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireServers } from './backends.js';
+import { toolsSkip } from './backends.js';
 import { waitFor } from './helpers.js';
 
 /** Why promtool and prometheus (Debian's `prometheus` package) cannot be used here, or false. */
 export function prometheusSkip(): string | false {
-  const found = ['promtool', 'prometheus'].every((tool) => spawnSync(tool, ['--version'], { stdio: 'ignore' }).status === 0);
-  if (found) return false;
-  if (requireServers()) throw new Error('OPSD_REQUIRE_SERVERS=1 but promtool or prometheus is not on PATH (apt-get install prometheus): the metrics tests must run');
-  return 'promtool or prometheus is not on PATH (Debian package prometheus), so the tests that check metrics with them are skipped';
+  return toolsSkip(['promtool', 'prometheus'], 'the tests that check metrics with them (Debian package prometheus)');
 }
 
 /** `promtool check metrics` over a scrape: its complaints, or an empty string. */
