@@ -16,7 +16,8 @@ import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
 import { createResourceReports, type ResourceReportStats } from './resourceReports.js';
 import { createTypeCounter } from './typeCounter.js';
 import { redactionFor } from '../lib/logRedaction.js';
-import { NO_WORKER_OBSERVER, type AttemptEndKind, type WorkerObserver } from './workerObserver.js';
+import { NO_WORKER_OBSERVER, type WorkerObserver } from './workerObserver.js';
+import { endKindOf, logEnd } from './attemptEnd.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
 import { reportAttemptEnd } from './resourceFeedback.js';
 import { AttemptAborted, runAttempt } from './runAttempt.js';
@@ -422,54 +423,22 @@ export class Worker {
       return;
     }
     const after = result.operation;
-    const timedOut = outcome.kind === 'fail' && outcome.error.code === 'OPSD_TIMEOUT';
-    const ended = (kind: AttemptEndKind) => {
-      this.#observer.attemptEnded(after.type, kind, ranSeconds, timedOut);
-      if (kind === 'completed' || kind === 'rejected' || kind === 'failed') {
-        this.#observer.operationEnded(after.type, kind, (Date.parse(after.updatedAt) - Date.parse(after.createdAt)) / 1000);
-      }
-    };
-    switch (after.status) {
-      case 'COMPLETED':
-        this.#counts.add(after.type, 'completed');
-        ended('completed');
-        log.info('operation completed');
-        break;
-      case 'REJECTED':
-        this.#counts.add(after.type, 'rejected');
-        ended('rejected');
-        log.info({ reason: after.lastError }, 'operation rejected');
-        break;
-      case 'FAILED':
-        this.#counts.add(after.type, 'failed');
-        ended('failed');
-        log.warn({ error: after.lastError }, 'operation failed: attempts exhausted');
-        break;
-      case 'PENDING':
-        if (outcome.kind === 'release') {
-          this.#stats.released += 1;
-          ended('released');
-          log.info('attempt released at shutdown');
-          await this.#announce([after]);
-          return;
-        }
-        if (outcome.kind === 'defer') {
-          this.#counts.add(after.type, 'deferred');
-          ended('deferred');
-          log.info({ reason: after.lastError, retry_at: after.runAt }, 'upstream asked to wait: attempt deferred, not counted');
-          this.notifyAt(new Date(after.runAt));
-          await this.#announce([after]);
-          return;
-        }
-        this.#counts.add(after.type, 'retried');
-        ended('retried');
-        log.info({ error: after.lastError, retry_at: after.runAt }, 'attempt failed; retry scheduled');
-        this.notifyAt(new Date(after.runAt));
-        await this.#announce([after]);
-        return;
-      default:
-        log.warn({ state: after.status }, 'unexpected state after outcome');
+    const kind = endKindOf(after, outcome);
+    if (!kind) {
+      log.warn({ state: after.status }, 'unexpected state after outcome');
+      return;
     }
+    if (kind === 'released') this.#stats.released += 1;
+    else this.#counts.add(after.type, kind);
+    this.#observer.attemptEnded(after.type, kind, ranSeconds, outcome.kind === 'fail' && outcome.error.code === 'OPSD_TIMEOUT');
+    if (kind === 'completed' || kind === 'rejected' || kind === 'failed') {
+      this.#observer.operationEnded(after.type, kind, (Date.parse(after.updatedAt) - Date.parse(after.createdAt)) / 1000);
+    }
+    logEnd(log, kind, after);
+    if (after.status !== 'PENDING') return;
+    // Back to PENDING: this worker comes back for it when it is due; others are told at once.
+    if (kind !== 'released') this.notifyAt(new Date(after.runAt));
+    await this.#announce([after]);
   }
 
   /**
