@@ -15,7 +15,8 @@ export interface FinishedAttempt extends AddressedCommand {
 
 /**
  * Starting the operation that follows an ended one on its key, in the finish's own statement.
- * `types`: the types the worker may start besides the ended one's (whose slot the successor takes);
+ * `types`: the types the worker may start this way, those free of limits (a successor takes the
+ * ended one's slot); the start of any other type must go through its limits, in a claim of its group;
  * `busyKeys`: keys on which the worker still runs a handler.
  */
 export type SuccessorClaim = Omit<ClaimOptions, 'limit'>;
@@ -70,7 +71,7 @@ export async function finishAttempts(db: Db, attempts: readonly FinishedAttempt[
  * The starts of the operations that waited behind ending ones when those were claimed, decided on
  * the state read then: the write refuses any whose row has moved since (cancelled, taken, changed),
  * and those are left to the worker's next scan. A successor of a type the worker may not start
- * here, not due yet, or on a key it still runs something on is left to that scan too.
+ * here (one with limits, even the ended one's own type), not due yet, or on a key it still runs something on is left to that scan too.
  */
 function decideSuccessorStarts(
   attempts: readonly FinishedAttempt[],
@@ -84,7 +85,7 @@ function decideSuccessorStarts(
     const ended = after.get(attempt.operationId);
     const next = attempt.claimed.next;
     if (!ended || !ENDED.has(ended.status) || !next || busy.has(next.orderingKey) || starts.some((t) => t.before.id === next.id)) continue;
-    if (next.orderingKey !== ended.orderingKey || (next.type !== ended.type && !claim.types.includes(next.type))) continue;
+    if (next.orderingKey !== ended.orderingKey || !claim.types.includes(next.type)) continue;
     try {
       starts.push({ before: next, events: decide(start, next) });
     } catch {

@@ -75,7 +75,10 @@ export class GroupClaims {
       // Only an end frees room now; one that came while this claim counted was not counted.
       this.#notBefore.set(group.name, now + this.#pollIntervalMs);
     }
-    return { claimed: result.claimed, short: result.reason === null && result.claimed.length < options.limit };
+    // A finish starts no successor of a limited type (see finishAttempts), so none is carried: the
+    // attempt's slot then frees as soon as its handler stops, not after its outcome is written.
+    const claimed = result.claimed.map((op) => (op.next ? { ...op, next: null } : op));
+    return { claimed, short: result.reason === null && claimed.length < options.limit };
   }
 
   /** An attempt of `type` ended here: a group waiting for room may have some. */
