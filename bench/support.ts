@@ -4,6 +4,9 @@ import type { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { freePort } from '../test/support/helpers.js';
+
+export { freePort };
 
 export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 
@@ -22,16 +25,6 @@ export interface Proc {
   stop(): Promise<void>;
 }
 
-/** A port that was free a moment ago, for a child to listen on. */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Spawns `node <args> <portFlag> <port>` with logs at warn (a log line per operation would

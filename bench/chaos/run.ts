@@ -55,11 +55,14 @@ const storeStarts: number[] = [];
 postgres.start();
 storeStarts.push(Date.now());
 const redis = await startPrivateRedis();
+/** The deployment's keys on that Redis: the ones the fault deletes. */
+const REDIS_PREFIX = 'opsd-chaos';
 const apiPorts = [await freePort(), await freePort()];
 const env = {
   ...process.env,
   DATABASE_URL: postgres.url,
   REDIS_URL: redis.url,
+  OPSD_REDIS_PREFIX: REDIS_PREFIX,
   OPSD_HANDLERS: fileURLToPath(new URL('./handlers.mjs', import.meta.url)),
   CHAOS_RUN_LOG: handlerLog,
   LOG_LEVEL: 'info',
@@ -168,7 +171,7 @@ function leader(): { group: Role[]; index: number } | null {
 }
 const faults = (async () => {
   const plan: [number, string, () => Promise<void> | void][] = [
-    [0.2, 'flush the private Redis (FLUSHALL on the server this run started)', () => redis.flushOwnServer()],
+    [0.2, 'empty the private Redis (every key of the deployment, on the server this run started)', () => redis.flushOwnKeys(REDIS_PREFIX).then(() => {})],
     [0.3, 'stop Redis for 5 s', async () => {
       await redis.stop();
       await sleep(5000);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 
 /** Quiet unless TEST_LOG_LEVEL asks otherwise. */
@@ -73,4 +74,13 @@ export function concurrencyProbe(ms: number) {
     },
   };
   return probe;
+}
+
+/** A port of 127.0.0.1 that was free a moment ago, for a child to listen on. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }

@@ -1,10 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { toolsSkip } from './backends.js';
-import { waitFor } from './helpers.js';
+import { freePort, waitFor } from './helpers.js';
 
 /** Why promtool and prometheus (Debian's `prometheus` package) cannot be used here, or false. */
 export function prometheusSkip(): string | false {
@@ -21,14 +20,6 @@ export function promtoolCheckMetrics(text: string): string {
 export function promtoolCheck(what: 'config' | 'rules', file: string): string {
   const result = spawnSync('promtool', ['check', what, file], { encoding: 'utf8' });
   return result.status === 0 ? '' : `${result.stdout}${result.stderr}`;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /**
