@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { HEALTH_DEFAULTS, type HealthThresholds } from './observe/healthModel.js';
+import type { AuthMode } from './auth/scopes.js';
+import type { DestinationLimits } from './protect/resourcePolicy.js';
 
 /** Everything a process reads from its environment and flags, resolved and checked. */
 export interface Config {
@@ -57,6 +59,18 @@ export interface Config {
   healthPort: number;
   /** `OPSD_TYPE_CONCURRENCY`: per-type limits, `type=n,type=n`. */
   typeConcurrency: Record<string, number>;
+  /** `OPSD_AUTH`: required | auto | off; unset: `required` for api, intake and worker, `auto` for start (see authModeOf). */
+  auth: AuthMode | undefined;
+  /** `OPSD_METRICS_AUTH`: `required` makes `/metrics` need a key with the read scope; default off. */
+  metricsAuth: boolean;
+  /** `OPSD_AUTH_MAX_FAILURES`: bad keys one address may send per minute before it gets 429, default 20. */
+  authMaxFailures: number;
+  /**
+   * Limits of webhook deliveries per destination host: `OPSD_WEBHOOK_RATE` (`limit/perMs`, default
+   * `50/1000`) and `OPSD_WEBHOOK_BREAKER` (`failures/windowMs/cooldownMs`, default `10/30000/30000`);
+   * `off` turns either off.
+   */
+  webhookDestinations: DestinationLimits;
 }
 
 /** Flags given on the command line; each overrides its environment variable. */
@@ -84,6 +98,39 @@ function parseTypeConcurrency(raw: string | undefined, problems: string[]): Reco
     limits[match[1] as string] = Number(match[2]);
   }
   return limits;
+}
+
+/**
+ * `a/b/c` of positive integers, each at most its bound, or `off` (null); the fallback when unset.
+ * Anything else is a problem named after `envName` with the form it must have.
+ */
+function parseSlashed(raw: string | undefined, envName: string, form: string, bounds: readonly number[], fallback: number[], problems: string[]): number[] | null {
+  if (raw === undefined) return fallback;
+  if (raw.trim() === 'off') return null;
+  const parts = raw.trim().split('/');
+  const values = parts.map((part) => (/^\d{1,10}$/.test(part) ? Number(part) : NaN));
+  if (parts.length !== bounds.length || values.some((value, i) => !(value >= 1 && value <= (bounds[i] as number)))) {
+    problems.push(`${envName} must be "${form}" with each a positive integer (at most ${bounds.join(', ')}), or "off" (got "${raw}")`);
+    return fallback;
+  }
+  return values;
+}
+
+/** Defaults of `OPSD_WEBHOOK_RATE` and `OPSD_WEBHOOK_BREAKER`: per destination host and port. */
+export const WEBHOOK_DESTINATION_DEFAULTS: Required<DestinationLimits> = {
+  rate: { limit: 50, perMs: 1000 },
+  breaker: { failures: 10, windowMs: 30_000, cooldownMs: 30_000 },
+};
+
+function parseWebhookDestinations(rateRaw: string | undefined, breakerRaw: string | undefined, problems: string[]): DestinationLimits {
+  const { rate, breaker } = WEBHOOK_DESTINATION_DEFAULTS;
+  const DAY_MS = 86_400_000;
+  const r = parseSlashed(rateRaw, 'OPSD_WEBHOOK_RATE', 'limit/perMs', [1_000_000, DAY_MS], [rate.limit, rate.perMs], problems);
+  const b = parseSlashed(breakerRaw, 'OPSD_WEBHOOK_BREAKER', 'failures/windowMs/cooldownMs', [1_000_000, DAY_MS, DAY_MS], [breaker.failures, breaker.windowMs, breaker.cooldownMs], problems);
+  return {
+    ...(r ? { rate: { limit: r[0] as number, perMs: r[1] as number } } : {}),
+    ...(b ? { breaker: { failures: b[0] as number, windowMs: b[1] as number, cooldownMs: b[2] as number } } : {}),
+  };
 }
 
 /** Resolves flags over environment over defaults; throws one ConfigError naming every problem. */
@@ -126,6 +173,10 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
   if (handlersPath !== undefined && !existsSync(resolve(handlersPath))) {
     problems.push(`OPSD_HANDLERS names a file that does not exist: ${resolve(handlersPath)}`);
   }
+  const auth = pick('auth', 'OPSD_AUTH');
+  if (auth !== undefined && !['required', 'auto', 'off'].includes(auth)) problems.push(`OPSD_AUTH must be required, auto or off (got "${auth}")`);
+  const metricsAuth = pick('metricsAuth', 'OPSD_METRICS_AUTH') ?? 'off';
+  if (!['required', 'off'].includes(metricsAuth)) problems.push(`OPSD_METRICS_AUTH must be required or off (got "${metricsAuth}")`);
   const logLevel = pick('logLevel', 'LOG_LEVEL') ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`);
 
@@ -160,6 +211,10 @@ export function resolveConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): 
     redisPrefix: pick('redisPrefix', 'OPSD_REDIS_PREFIX') ?? 'opsd',
     healthPort: integer('healthPort', 'OPSD_HEALTH_PORT', 3002, 0, 65535),
     typeConcurrency: parseTypeConcurrency(pick('typeConcurrency', 'OPSD_TYPE_CONCURRENCY'), problems),
+    auth: auth as AuthMode | undefined,
+    metricsAuth: metricsAuth === 'required',
+    authMaxFailures: integer('authMaxFailures', 'OPSD_AUTH_MAX_FAILURES', 20, 1, 1_000_000),
+    webhookDestinations: parseWebhookDestinations(pick('webhookDestinations', 'OPSD_WEBHOOK_RATE'), pick('webhookDestinations', 'OPSD_WEBHOOK_BREAKER'), problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

@@ -8,3 +8,5 @@ export { decide } from './domain/decide.js';
 export { evolve, foldEvents } from './domain/evolve.js';
 export { startService, type RunningService } from './service.js';
 export { resolveConfig, type Config } from './config.js';
+export { defineWebhookSource, type WebhookDelivery, type WebhookMapping, type WebhookSourceDefinition } from './webhooks/webhookSource.js';
+export { githubSignature, hmacSignature, standardWebhooksSignature, stripeSignature, type WebhookVerifier } from './webhooks/verifiers.js';

@@ -4,6 +4,8 @@ import type { Config } from './config.js';
 import { createInProcessDispatcher, fanOutDispatcher, type Dispatcher } from './dispatch/dispatcher.js';
 import { createNotifyDispatcher, decodeDispatchNotice, DISPATCH_CHANNEL } from './dispatch/notifyDispatcher.js';
 import { createReconciler } from './dispatch/reconciler.js';
+import { createOutboxRelay } from './webhooks/outboxRelay.js';
+import { registerWebhookDeliveries } from './webhooks/deliveryDestinations.js';
 import { runPeriodically } from './lib/periodic.js';
 import { startApiProtection } from './protect/apiProtection.js';
 import { createProtectionCleaner } from './protect/protectionCleaner.js';
@@ -15,6 +17,7 @@ import { findOtherLeaseHolders } from './store/findOtherLeaseHolders.js';
 import { openDb } from './store/openDb.js';
 import { waitForStore } from './store/waitForStore.js';
 import { startHealthServer } from './worker/healthServer.js';
+import { authenticatorFor, describeAuth } from './auth/startAuth.js';
 import { createLeaseRescuer } from './worker/leaseRescuer.js';
 import { loadHandlers } from './worker/loadHandlers.js';
 import { Worker } from './worker/worker.js';
@@ -80,6 +83,8 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
     const stops = [
       runPeriodically(rescuer, rescuerInterval, logger, { firstAtOnce: true }),
       runPeriodically(createProtectionCleaner({ db }), 60_000, logger),
+      // Four times a second: a subscriber hears of an outcome within about a quarter second.
+      runPeriodically(createOutboxRelay({ db, dispatcher, logger }), 250, logger),
     ];
     if (dispatcher.kind === 'bullmq') {
       const reconciler = createReconciler({ db, dispatcher, logger });
@@ -151,6 +156,8 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
     return startIntake({ config, db, registry, logger });
   }
   const runsWorker = role === 'start' || role === 'worker';
+  // The api knows deliveries too: its admin views show them and their destinations.
+  registerWebhookDeliveries(registry, db, config.webhookDestinations);
   const servesApi = role !== 'worker';
   const closers: (() => Promise<void>)[] = [];
   let draining = false;
@@ -180,6 +187,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
   let duties: Awaited<ReturnType<typeof startLeaderDuties>> | null = null;
   let observability: Observability | undefined;
   let healthUrl: string | null = null;
+  const authenticator = authenticatorFor(config, role, db, logger);
   if (worker && role === 'worker') {
     const health = await startHealthServer({
       port: config.healthPort,
@@ -191,6 +199,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       queueDepth: () => queueDepth(db),
       dispatchHealth: () => dispatcher.health(),
       observability: () => observability,
+      authenticator,
     });
     healthUrl = health.url;
     closers.push(health.close);
@@ -268,6 +277,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       requestTimeoutMs: config.requestTimeoutMs,
       acceptTimeoutMs: config.acceptTimeoutMs,
       observability,
+      authenticator,
       ...(protection ? { admission: protection.admission, backlog: protection.backlog, pressure: protection.pressure } : {}),
     });
     try {
@@ -278,7 +288,7 @@ export async function startRole(role: Role, config: Config, logger: Logger = cre
       throw error;
     }
   }
-  logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined }, 'opsd listening');
+  logger.info({ role, url, health_url: healthUrl, concurrency: runsWorker ? config.concurrency : undefined, auth: await describeAuth(authenticator, db) }, 'opsd listening');
 
   return { role, url, healthUrl, app, db, worker, dispatcher, logger, isLeader: duties.isLeader, stop };
 }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { shedsSubmission } from '../src/protect/backlogRule.js';
+import { ConfigError, resolveConfig, WEBHOOK_DESTINATION_DEFAULTS } from '../src/config.js';
 import { claimGroups } from '../src/protect/claimGroups.js';
+import { destinationOfStateName, destinationResource, destinationStateName, planDestinationStarts } from '../src/protect/destinations.js';
 import { defineResource } from '../src/protect/resourcePolicy.js';
 import {
   afterOutcomes,
@@ -12,6 +14,7 @@ import {
   withOperatorPause,
   type ResourceState,
 } from '../src/protect/resourceRules.js';
+import { destinationOfUrl } from '../src/webhooks/deliveryDestinations.js';
 
 const T = 1_000_000;
 const bank = defineResource({ name: 'bank', rate: { limit: 5, perMs: 1000 }, concurrency: 2, breaker: { failures: 3, windowMs: 30_000, cooldownMs: 10_000 } });
@@ -166,5 +169,71 @@ describe('resource definitions', () => {
     assert.throws(() => defineResource({ name: 'x', breaker: { failures: 10, windowMs: -1, cooldownMs: 1 } }), /breaker.windowMs/);
     assert.throws(() => defineResource({ name: 'has space' }), /name/);
     assert.throws(() => defineResource({ name: 'x', perKey: {} as never }), /perKey needs a rate/);
+    assert.throws(() => defineResource({ name: 'x', perDestination: { rate: { limit: 2 ** 53 + 2, perMs: 1000 } } }), /perDestination.rate.limit/);
+    assert.throws(() => defineResource({ name: 'x', perDestination: { breaker: { failures: 1, windowMs: 1, cooldownMs: NaN } } }), /perDestination.breaker.cooldownMs/);
+    assert.throws(() => defineResource({ name: 'x', breaker: { failures: 1, windowMs: 1, cooldownMs: 1 }, perDestination: {} }), /breaker is per destination/);
+    assert.throws(() => defineResource({ name: 'x@y' }), /name/, "'@' joins a resource to a destination; no resource name has it");
+  });
+});
+
+describe('destinations', () => {
+  const hooks = defineResource({ name: 'hooks', perDestination: { rate: { limit: 2, perMs: 1000 }, breaker: { failures: 2, windowMs: 10_000, cooldownMs: 5000 } } });
+  const open: ResourceState = { ...INITIAL_RESOURCE_STATE, breaker: { phase: 'open', since: T, failures: [], probe: null } };
+
+  it('names a destination apart from its resource, and back, whatever the destination holds', () => {
+    for (const destination of ['hooks.example.com', '[::1]:8443', 'a@b', '\u0000\ud800', '']) {
+      const name = destinationStateName('hooks', destination);
+      assert.equal(destinationOfStateName('hooks', name), destination);
+      assert.equal(destinationResource(hooks, destination).name, name);
+    }
+    assert.equal(destinationOfStateName('hooks', 'hooks'), null);
+    assert.equal(destinationOfStateName('hooks', 'hooks2@x'), null);
+  });
+
+  it('gives each destination only what it allows, oldest keys first; keys without a destination pass', () => {
+    const keys = ['k1', 'k2', 'k3', 'k4', 'k5', 'free'];
+    const destinationOf = new Map([['k1', 'a'], ['k2', 'a'], ['k3', 'a'], ['k4', 'b'], ['k5', 'c']]);
+    const states = new Map<string, ResourceState>([['b', open]]);
+    const asked: [string, number][] = [];
+    const plan = planDestinationStarts(keys, destinationOf, (destination, want) => {
+      asked.push([destination, want]);
+      return allowance(destinationResource(hooks, destination), states.get(destination) ?? INITIAL_RESOURCE_STATE, { now: T + 1000, inFlight: 0, want });
+    });
+    assert.deepEqual(asked, [['a', 3], ['b', 1], ['c', 1]], 'each destination asked once, for all its keys');
+    assert.deepEqual([...plan.allowed].sort(), ['free', 'k1', 'k5'], 'a: its burst of one; b: open; c: one');
+    assert.deepEqual(plan.held.sort(), ['k2', 'k3', 'k4']);
+    assert.equal(plan.reason, null, 'something starts: no wait to report');
+  });
+
+  it('when every destination waits, says why and when the first may start again', () => {
+    const plan = planDestinationStarts(['k1', 'k2'], new Map([['k1', 'a'], ['k2', 'b']]), (destination) =>
+      destination === 'a' ? { starts: 0, probe: false, reason: 'breaker_open', retryAt: T + 5000 } : { starts: 0, probe: false, reason: 'rate', retryAt: T + 300 },
+    );
+    assert.equal(plan.allowed.size, 0);
+    assert.equal(plan.reason, 'breaker_open');
+    assert.equal(plan.retryAt, T + 300);
+    assert.deepEqual(planDestinationStarts([], new Map(), () => assert.fail('nothing to ask')), { allowed: new Set(), held: [], allowances: new Map(), reason: null, retryAt: null });
+  });
+});
+
+describe('webhook destination settings', () => {
+  const limits = (env: Record<string, string>) => resolveConfig(env).webhookDestinations;
+  it('defaults to 50 per second and 10 failures in 30 s per host; each can be set or turned off', () => {
+    assert.deepEqual(limits({}), WEBHOOK_DESTINATION_DEFAULTS);
+    assert.deepEqual(limits({ OPSD_WEBHOOK_RATE: '4/600', OPSD_WEBHOOK_BREAKER: 'off' }), { rate: { limit: 4, perMs: 600 } });
+    assert.deepEqual(limits({ OPSD_WEBHOOK_RATE: ' off ', OPSD_WEBHOOK_BREAKER: '3/10000/1500' }), { breaker: { failures: 3, windowMs: 10_000, cooldownMs: 1500 } });
+    assert.equal(destinationOfUrl('https://Hooks.Example.com:443/x?y'), 'hooks.example.com');
+    assert.equal(destinationOfUrl('http://127.0.0.1:8080/a'), '127.0.0.1:8080');
+    assert.equal(destinationOfUrl('not a url'), null);
+  });
+
+  it('refuses anything else, naming the setting and its form', () => {
+    for (const bad of ['0/1000', '5', '5/1000/1', '-1/1000', '1e3/1000', '9007199254740993/1000', '5/86400001', '5/1000\u0000', '\ud800/1', '5 / 1000', '']) {
+      if (bad === '') continue;
+      assert.throws(() => limits({ OPSD_WEBHOOK_RATE: bad }), (error: Error) => error instanceof ConfigError && /OPSD_WEBHOOK_RATE must be "limit\/perMs"/.test(error.message), bad);
+    }
+    for (const bad of ['10/30000', '0/1/1', '10/30000/30000/1', 'on']) {
+      assert.throws(() => limits({ OPSD_WEBHOOK_BREAKER: bad }), /OPSD_WEBHOOK_BREAKER must be "failures\/windowMs\/cooldownMs"/, bad);
+    }
   });
 });

@@ -66,6 +66,7 @@ const env = {
   OPSD_HANDLERS: fileURLToPath(new URL('./handlers.mjs', import.meta.url)),
   CHAOS_RUN_LOG: handlerLog,
   LOG_LEVEL: 'info',
+  OPSD_AUTH: 'off',
   DB_POOL_MAX: '6',
   OPSD_CONCURRENCY: '8',
   OPSD_GRACE_MS: '2000',

@@ -3,8 +3,9 @@ import { OpsdError } from '../domain/errors.js';
 import { OPERATION_STATUSES } from '../domain/operation.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { cached } from '../lib/cached.js';
+import { destinationOfStateName, destinationResource } from '../protect/destinations.js';
 import type { ResourceDefinition } from '../protect/resourcePolicy.js';
-import { describeState, INITIAL_RESOURCE_STATE, withOperatorPause } from '../protect/resourceRules.js';
+import { describeState, INITIAL_RESOURCE_STATE, withOperatorPause, type ResourceState } from '../protect/resourceRules.js';
 import { countPending } from '../store/countPending.js';
 import type { Db } from '../store/db.js';
 import { findClaimableHeads } from '../store/findClaimableHeads.js';
@@ -24,6 +25,17 @@ const nameParams = { type: 'object', required: ['name'], properties: { name: { t
 const typeState = { type: 'object', required: ['type', 'paused'], properties: { type: { type: 'string' }, paused: { type: 'boolean' } } } as const;
 const resourceState = { type: 'object', required: ['resource', 'paused'], properties: { resource: { type: 'string' }, paused: { type: 'boolean' } } } as const;
 const countsSchema = { type: 'object', properties: Object.fromEntries(COUNT_KINDS.map((k) => [k, { type: 'integer' }])) } as const;
+
+/** Each destination a resource with per-destination limits has kept a state for, the most recently started first. */
+function describeDestinations(resource: ResourceDefinition, states: ReadonlyMap<string, ResourceState>, now: number) {
+  return [...states]
+    .flatMap(([name, state]) => {
+      const destination = destinationOfStateName(resource.name, name);
+      return destination === null ? [] : [{ destination, last_start: state.starts.at(-1) ?? 0, ...describeState(destinationResource(resource, destination), state, now) }];
+    })
+    .sort((a, b) => b.last_start - a.last_start || a.destination.localeCompare(b.destination))
+    .map(({ last_start: _lastStart, ...view }) => view);
+}
 
 /**
  * Operator routes: pause and resume a type or a resource (kept in the store, so every process and
@@ -87,6 +99,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Db; regist
           in_flight: sum(inFlight, types),
           waiting: sum(pending, types),
           ...describeState(resource, states.get(resource.name) ?? INITIAL_RESOURCE_STATE, now),
+          ...(resource.perDestination ? { destinations: describeDestinations(resource, states, now) } : {}),
         };
       }),
     };

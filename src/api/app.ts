@@ -17,6 +17,9 @@ import { requestIdOf } from '../observe/requestId.js';
 import { VERSION } from '../version.js';
 import type { Observability } from '../observe/startObservability.js';
 import { registerAdmission } from './admissionPlugin.js';
+import { registerAuth } from './authPlugin.js';
+import { registerSubscriptionRoutes } from './subscriptionRoutes.js';
+import type { Authenticator } from '../auth/authenticator.js';
 import { createAdmission, PRESSURE_DEFAULTS, type Admission, type PressureOptions } from '../protect/admission.js';
 import type { BacklogGauge } from '../protect/backlogGauge.js';
 import { BATCH_ROUTE, registerOperationRoutes } from './operationRoutes.js';
@@ -42,6 +45,8 @@ export interface AppOptions {
   backlog?: BacklogGauge;
   /** `/metrics`, `/health` and the HTTP metrics; without it neither route is served. */
   observability?: Observability;
+  /** Who may call which route; without it every route is open. */
+  authenticator?: Authenticator;
   now?: () => Date;
 }
 
@@ -96,6 +101,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     checkStorableStrings(request.query, 'query');
   });
   installErrorHandling(app);
+  if (options.authenticator) registerAuth(app, options.authenticator);
   const { observability } = options;
   if (observability) registerHttpMetrics(app, observability.metrics);
   const admission = options.admission ?? createAdmission();
@@ -116,6 +122,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       now: options.now ?? (() => new Date()),
     });
     registerAdminRoutes(routes, { ...options, now: options.now ?? (() => new Date()) });
+    registerSubscriptionRoutes(routes, { db: options.db, now: options.now ?? (() => new Date()) });
   });
   return app;
 }

@@ -24,6 +24,8 @@ import {
 import { eventBody, operationBody, operationLocation } from './serialize.js';
 import type { SubmittedOperation } from './submission.js';
 import { createSubmissions, type SubmissionReply } from './submissions.js';
+import { registerWebhookRoutes } from './webhookRoutes.js';
+import { createWebhookReceiver } from '../webhooks/receiveWebhook.js';
 
 interface RouteDeps {
   db: Db;
@@ -48,6 +50,7 @@ const errors = { '4xx': errorSchema, '5xx': errorSchema };
 export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): void {
   const { db, now } = deps;
   const submissions = createSubmissions({ ...deps, validateItem: deps.validators.strict.compile(newOperationSchema) });
+  registerWebhookRoutes(app, createWebhookReceiver({ db, registry: deps.registry, submissions, now }));
   const send = (reply: FastifyReply, { status, headers, body }: SubmissionReply) => reply.code(status).headers(headers).send(body);
 
   app.post<{ Body: SubmittedOperation }>(

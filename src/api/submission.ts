@@ -19,12 +19,12 @@ export interface SubmittedOperation {
  * Checks what the schema cannot: the type has a handler, the payload matches that handler's
  * schema, `run_at` is a real RFC 3339 date-time within range. Fills in the type's defaults.
  */
-export function toNewOperation(body: SubmittedOperation, registry: HandlerRegistry): NewOperation {
-  const registered = registry.get(body.type);
+export function toNewOperation(body: SubmittedOperation, registry: HandlerRegistry, delivery?: Json): NewOperation {
+  const registered = registry.isInternal(body.type) ? undefined : registry.get(body.type);
   if (!registered) {
     throw new OpsdError('OPSD_ERR_UNKNOWN_TYPE', `no handler is registered for type "${body.type}"`, {
       type: body.type,
-      known_types: registry.types(),
+      known_types: registry.types().filter((t) => !registry.isInternal(t)),
     });
   }
   const payloadErrors = registry.payloadErrors(body.type, body.payload);
@@ -40,5 +40,6 @@ export function toNewOperation(body: SubmittedOperation, registry: HandlerRegist
     maxAttempts: body.max_attempts ?? registered.maxAttempts,
     runAt,
     priority: body.priority,
+    ...(delivery !== undefined ? { delivery } : {}),
   };
 }

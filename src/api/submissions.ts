@@ -1,7 +1,7 @@
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
 import { OpsdError } from '../domain/errors.js';
-import { PRIORITY_RANGE } from '../domain/operation.js';
+import { PRIORITY_RANGE, type Json } from '../domain/operation.js';
 import type { BacklogGauge } from '../protect/backlogGauge.js';
 import { shedsSubmission } from '../protect/backlogRule.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
@@ -23,8 +23,8 @@ export interface SubmissionReply {
 }
 
 export interface Submissions {
-  /** One operation that already passed the body schema. */
-  submitOne(body: SubmittedOperation): Promise<SubmissionReply>;
+  /** One operation that already passed the body schema; `delivery`: the webhook delivery it came from. */
+  submitOne(body: SubmittedOperation, delivery?: Json): Promise<SubmissionReply>;
   /** A batch whose items are checked one by one: a bad item fails alone. `refused`: items the body parser refused, by index. */
   submitBatch(items: unknown[], refused?: ReadonlyMap<number, OpsdError>): Promise<{ results: unknown[] }>;
 }
@@ -140,8 +140,8 @@ export function createSubmissions(deps: {
     );
 
   return {
-    async submitOne(body) {
-      const item = toNewOperation(body, registry);
+    async submitOne(body, delivery) {
+      const item = toNewOperation(body, registry, delivery);
       checkBacklog(item);
       const deadline = deadlineSignal(acceptTimeoutMs, storeTooSlow);
       const result = await acceptOne(item, { signal: deadline.signal }).finally(deadline.clear);

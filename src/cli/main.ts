@@ -116,6 +116,62 @@ storeOptions(program.command('migrate'))
     }
   });
 
+const keys = program.command('keys').description('API keys: create, list, revoke (only a hash of each key is stored)');
+
+/** Runs `work` on the store the options name, migrated first (a key can be made before anything runs). */
+async function withStore<T>(options: Options, work: (db: import('../store/db.js').Db) => Promise<T>): Promise<T> {
+  const config = resolveConfig(process.env, flagsOf(options));
+  const { openDb } = await import('../store/openDb.js');
+  const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 1, migrate: true });
+  try {
+    return await work(db);
+  } finally {
+    await db.close();
+  }
+}
+
+storeOptions(keys.command('create'))
+  .description('create a key and print it once')
+  .requiredOption('--scopes <list>', 'comma-separated: submit, read, admin')
+  .option('--name <name>', 'what the key is for', 'unnamed')
+  .action(async (options: Options) => {
+    const { parseScopes } = await import('../auth/scopes.js');
+    let scopes;
+    try {
+      scopes = parseScopes(options.scopes ?? '');
+    } catch (error) {
+      throw new ConfigError([(error as Error).message]);
+    }
+    const { generateApiKey, secretDigest } = await import('../auth/apiKey.js');
+    const { insertApiKey } = await import('../store/apiKeys.js');
+    const key = generateApiKey();
+    const record = await withStore(options, (db) => insertApiKey(db, { id: key.id, name: options.name ?? 'unnamed', secretSha256: secretDigest(key.secret), scopes }, new Date()));
+    console.log(key.token);
+    console.error(`created key ${record.id} (${record.name}) with scopes ${record.scopes.join(',')}; it is shown only now, keep it safe`);
+  });
+
+storeOptions(keys.command('list'))
+  .description('list keys (ids, names, scopes; never the keys themselves)')
+  .action(async (options: Options) => {
+    const { listApiKeys } = await import('../store/apiKeys.js');
+    const records = await withStore(options, (db) => listApiKeys(db));
+    for (const r of records) console.log([r.id, r.name, r.scopes.join(','), r.createdAt, r.revokedAt ? `revoked ${r.revokedAt}` : 'active'].join('\t'));
+  });
+
+storeOptions(keys.command('revoke'))
+  .description('revoke a key by id; every process refuses it within 5 s')
+  .argument('<id>', 'the id `opsd keys list` shows (the part after opsd_)')
+  .action(async (id: string, options: Options) => {
+    const { revokeApiKey } = await import('../store/apiKeys.js');
+    const revoked = await withStore(options, (db) => revokeApiKey(db, id, new Date()));
+    if (!revoked) {
+      console.error(`opsd: no active key ${id}`);
+      process.exitCode = 1;
+      return;
+    }
+    console.log(`revoked ${id}`);
+  });
+
 program
   .command('doctor')
   .description('print the PostgreSQL connections a deployment would open against the server limit')

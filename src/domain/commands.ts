@@ -16,6 +16,8 @@ export interface AcceptOperation extends CommandBase {
   maxAttempts: number;
   runAt: string;
   priority: number;
+  /** The webhook delivery the operation came from, kept with its `received` event. */
+  delivery?: Json;
 }
 
 export interface StartAttempt extends CommandBase {

@@ -24,6 +24,7 @@ export function decide(command: OperationCommand, state: OperationState | null):
         maxAttempts: command.maxAttempts,
         runAt: command.runAt,
         priority: command.priority,
+        ...(command.delivery !== undefined ? { delivery: command.delivery } : {}),
       },
     ];
   }

@@ -18,6 +18,8 @@ export interface OperationReceived extends EventBase {
   runAt: string;
   /** Absent from operations accepted before priorities existed: 0. */
   priority?: number;
+  /** The webhook delivery (source, headers that matter, raw body) the operation came from, if any. */
+  delivery?: Json;
 }
 
 /** A worker claimed the operation and began an attempt. */

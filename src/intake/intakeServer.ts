@@ -16,6 +16,8 @@ import { createPressureGauge } from '../protect/pressureGauge.js';
 import { observeNodeRequest, serveObservability } from '../observe/serveObservability.js';
 import { requestIdOf } from '../observe/requestId.js';
 import type { Observability } from '../observe/startObservability.js';
+import { settleCheck, type Authenticator } from '../auth/authenticator.js';
+import { WEBHOOK_PATH_PREFIX, type ReceiveWebhook } from '../webhooks/receiveWebhook.js';
 
 export interface IntakeServerOptions {
   port: number;
@@ -35,6 +37,10 @@ export interface IntakeServerOptions {
   pressure?: PressureOptions;
   /** `/metrics`, `/health` and the HTTP metrics; without it neither route is served. */
   observability?: Observability;
+  /** Who may call which route; without it every route is open. */
+  authenticator?: Authenticator;
+  /** `POST /v1/webhooks/:source`; without it the route is not served. */
+  webhooks?: ReceiveWebhook;
 }
 
 export interface IntakeServer {
@@ -82,8 +88,12 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
       if (readiness.ready) return { status: 200, headers: {}, body: { status: 'ready' } };
       return replyOf(new OpsdError('OPSD_ERR_UNAVAILABLE', readiness.reason));
     }
+    const webhookSource = options.webhooks && path.startsWith(WEBHOOK_PATH_PREFIX) ? path.slice(WEBHOOK_PATH_PREFIX.length) : null;
     const route = request.method === 'POST' ? routes[path] : undefined;
-    if (!route) {
+    if (webhookSource !== null && request.method !== 'POST') {
+      return replyOf(new OpsdError('OPSD_ERR_METHOD_NOT_ALLOWED', `${request.method ?? ''} is not served on ${path}; use POST`), { allow: 'POST' });
+    }
+    if (!route && webhookSource === null) {
       const allowed = ALLOWED[path];
       if (allowed) {
         return replyOf(new OpsdError('OPSD_ERR_METHOD_NOT_ALLOWED', `${request.method ?? ''} is not served on ${path}; use ${allowed}`), { allow: allowed });
@@ -97,7 +107,10 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
     }
     const release = await admission.admit();
     try {
-      return await route(await readJsonText(request, options.bodyLimit));
+      if (webhookSource !== null && options.webhooks) {
+        return await options.webhooks(decodeSource(webhookSource), await readJsonBytes(request, options.bodyLimit), request.headers);
+      }
+      return await (route as Route)(await readJsonText(request, options.bodyLimit));
     } finally {
       release();
     }
@@ -107,15 +120,25 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
     const path = (request.url ?? '/').split('?')[0] as string;
     const requestId = requestIdOf(request);
     response.setHeader('x-request-id', requestId);
-    observeNodeRequest(options.observability, request, response, path in ALLOWED || path === '/metrics' || path === '/health' ? path : 'unmatched');
-    if (serveObservability(request, response, path, options.observability)) return;
-    handle(request).then(
-      (reply) => send(response, reply),
-      async (error: unknown) => {
-        const reply = errorReply(error, logger.child({ request_id: requestId }));
-        if (reply.status === 413) await drainRequest(request);
-        send(response, reply);
-      },
+    observeNodeRequest(options.observability, request, response, path in ALLOWED || path === '/metrics' || path === '/health' ? path : path.startsWith(WEBHOOK_PATH_PREFIX) ? '/v1/webhooks/:source' : 'unmatched');
+    const serve = () => {
+      if (serveObservability(request, response, path, options.observability)) return;
+      handle(request).then(
+        (reply) => send(response, reply),
+        async (error: unknown) => {
+          const reply = errorReply(error, logger.child({ request_id: requestId }));
+          if (reply.status === 413) await drainRequest(request);
+          send(response, reply);
+        },
+      );
+    };
+    const { authenticator } = options;
+    if (!authenticator || authenticator.mode === 'off') return serve();
+    settleCheck(
+      authenticator.check({ method: request.method ?? 'GET', path, authorization: request.headers.authorization, address: request.socket.remoteAddress ?? '' }),
+      serve,
+      (refusal) => void drainRequest(request).then(() => send(response, replyOf(refusal.error, refusal.headers))),
+      (error) => send(response, errorReply(error, logger.child({ request_id: requestId }))),
     );
   });
   server.on('clientError', answerClientError);
@@ -142,6 +165,11 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
 
 /** The body as text, refused when it is not declared JSON or is too large. */
 async function readJsonText(request: IncomingMessage, limit: number): Promise<string> {
+  return (await readJsonBytes(request, limit)).toString('utf8');
+}
+
+/** The body's bytes, refused when it is not declared JSON or is too large. */
+async function readJsonBytes(request: IncomingMessage, limit: number): Promise<Buffer> {
   const contentType = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (contentType !== 'application/json') {
     throw new OpsdError('OPSD_ERR_UNSUPPORTED_MEDIA_TYPE', `unsupported content type "${contentType ?? ''}"; send application/json`);
@@ -150,7 +178,7 @@ async function readJsonText(request: IncomingMessage, limit: number): Promise<st
   if (Number(request.headers['content-length'] ?? 0) > limit) throw tooLarge();
   // Listeners rather than for-await: leaving a for-await early destroys the socket, and the
   // client of a refused body could not read its 413 (the rest is drained before answering).
-  return new Promise<string>((resolve, reject) => {
+  return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const stop = (error: OpsdError) => {
@@ -162,12 +190,21 @@ async function readJsonText(request: IncomingMessage, limit: number): Promise<st
       if (size > limit) stop(tooLarge());
       else chunks.push(chunk);
     };
-    const onEnd = () => resolve(Buffer.concat(chunks).toString('utf8'));
+    const onEnd = () => resolve(Buffer.concat(chunks));
     // The client hung up mid-body: its error, not the store's.
     const onError = (error: Error) => stop(new OpsdError('OPSD_ERR_MALFORMED_JSON', `the body was cut off: ${error.message}`));
     const onAborted = () => stop(new OpsdError('OPSD_ERR_MALFORMED_JSON', 'the body was cut off'));
     request.on('data', onData).on('end', onEnd).on('error', onError).on('aborted', onAborted);
   });
+}
+
+/** The `:source` of a webhook path, as the api's router decodes it. */
+function decodeSource(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new OpsdError('OPSD_ERR_BAD_REQUEST', 'the URL is not valid percent-encoded UTF-8');
+  }
 }
 
 /** Methods served on each path, for a 405 with `Allow`. */

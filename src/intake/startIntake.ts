@@ -12,6 +12,8 @@ import { startIntakeServer } from './intakeServer.js';
 import { startApiProtection } from '../protect/apiProtection.js';
 import { OpsdMetrics } from '../observe/metrics.js';
 import { startObservability } from '../observe/startObservability.js';
+import { authenticatorFor, describeAuth } from '../auth/startAuth.js';
+import { createWebhookReceiver } from '../webhooks/receiveWebhook.js';
 
 /**
  * The intake role: accepts operations and nothing else. With Redis configured it hands what it
@@ -42,6 +44,7 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
   });
   logger.info({ role: 'intake', store: db.kind, dispatch: dispatcher.kind, types: registry.types() }, 'store ready');
 
+  const authenticator = authenticatorFor(config, 'intake', db, logger);
   let server: Awaited<ReturnType<typeof startIntakeServer>>;
   try {
     server = await startIntakeServer({
@@ -56,12 +59,14 @@ export async function startIntake(options: { config: Config; db: Db; registry: H
       admission: protection.admission,
       pressure: protection.pressure,
       observability,
+      authenticator,
+      webhooks: createWebhookReceiver({ db, registry, submissions, now: () => new Date() }),
     });
   } catch (error) {
     await db.close();
     throw error;
   }
-  logger.info({ role: 'intake', url: server.url }, 'opsd listening');
+  logger.info({ role: 'intake', url: server.url, auth: await describeAuth(authenticator, db) }, 'opsd listening');
 
   let stopping: Promise<void> | null = null;
   const stop = () =>

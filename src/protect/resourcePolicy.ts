@@ -12,6 +12,16 @@ export interface BreakerPolicy {
 }
 
 /**
+ * Limits that each destination of a resource's operations has on its own, with a state of its
+ * own: for webhook deliveries, each host a subscriber listens on. One destination that fails or
+ * asks to wait holds back only the operations bound for it.
+ */
+export interface DestinationLimits {
+  rate?: RateLimit;
+  breaker?: BreakerPolicy;
+}
+
+/**
  * A third party, or any shared thing, that the operations of some types call. Every limit holds
  * across all worker processes: the state lives in the store, and a claim takes a start, a slot and
  * the breaker's leave in the same transaction that starts the operation.
@@ -27,6 +37,11 @@ export interface ResourceDefinition {
   perKey?: { rate: RateLimit };
   /** Default: no breaker. */
   breaker?: BreakerPolicy;
+  /**
+   * Limits per destination, on top of the resource's own. Only for types whose worker knows each
+   * operation's destination (the built-in webhook deliveries). Default: none.
+   */
+  perDestination?: DestinationLimits;
   /**
    * Types governed by this resource besides those whose definition names it, such as the
    * built-in `http.request`.
@@ -53,12 +68,19 @@ export function defineResource(definition: ResourceDefinition): ResourceDefiniti
   rate(definition.rate, 'rate');
   rate(definition.perKey?.rate, 'perKey.rate');
   if (definition.perKey !== undefined && definition.perKey.rate === undefined) throw new TypeError(`${where}: perKey needs a rate`);
+  const breaker = (value: BreakerPolicy | undefined, what: string) => {
+    if (value === undefined) return;
+    positive(value.failures, `${what}.failures`);
+    positive(value.windowMs, `${what}.windowMs`);
+    positive(value.cooldownMs, `${what}.cooldownMs`);
+  };
   if (definition.concurrency !== undefined) positive(definition.concurrency, 'concurrency');
-  if (definition.breaker !== undefined) {
-    positive(definition.breaker.failures, 'breaker.failures');
-    positive(definition.breaker.windowMs, 'breaker.windowMs');
-    positive(definition.breaker.cooldownMs, 'breaker.cooldownMs');
+  breaker(definition.breaker, 'breaker');
+  if (definition.perDestination !== undefined && definition.breaker !== undefined) {
+    throw new TypeError(`${where}: with perDestination, the breaker is per destination (perDestination.breaker); attempts report to their destination, not to the resource`);
   }
+  rate(definition.perDestination?.rate, 'perDestination.rate');
+  breaker(definition.perDestination?.breaker, 'perDestination.breaker');
   if (definition.types !== undefined && !(Array.isArray(definition.types) && definition.types.every((t) => typeof t === 'string'))) {
     throw new TypeError(`${where}: types must be a list of operation types`);
   }

@@ -19,6 +19,8 @@ export interface NewOperation {
   runAt?: string | undefined;
   /** From PRIORITY_RANGE; default 0. */
   priority?: number | undefined;
+  /** The webhook delivery it came from, kept with the `received` event (not part of its identity). */
+  delivery?: Json | undefined;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function acceptOperations(db: Db, items: readonly NewOperation[], n
         maxAttempts: item.maxAttempts,
         runAt: item.runAt ?? at,
         priority: item.priority ?? PRIORITY_RANGE.default,
+        ...(item.delivery !== undefined ? { delivery: item.delivery } : {}),
       },
       null,
     );

@@ -22,6 +22,35 @@ export async function lockResourceState(tx: Queryable, name: string): Promise<{ 
   return { state: { ...INITIAL_RESOURCE_STATE, ...(rows[0]?.state ?? {}) }, nowMs: Math.floor(Number(rows[0]?.now_ms ?? Date.now())) };
 }
 
+/**
+ * The states of several resources, locked in name order (so two claimers never wait on each other
+ * in a circle), made on first use; `nowMs` as in lockResourceState, read once every lock is held.
+ */
+export async function lockResourceStates(tx: Queryable, names: readonly string[]): Promise<{ states: Map<string, ResourceState>; nowMs: number }> {
+  const sorted = [...new Set(names)].sort();
+  await tx.query(
+    `INSERT INTO opsd_resources (name, state, updated_at) SELECT n, $2::jsonb, now() FROM unnest($1::text[]) AS n ON CONFLICT (name) DO NOTHING`,
+    [sorted, JSON.stringify(INITIAL_RESOURCE_STATE)],
+  );
+  const { rows } = await tx.query<{ name: string; state: ResourceState }>('SELECT name, state FROM opsd_resources WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE', [sorted]);
+  const states = new Map(rows.map((row) => [row.name, { ...INITIAL_RESOURCE_STATE, ...row.state }]));
+  return { states, nowMs: await storeClockMs(tx) };
+}
+
+/** The store's clock now, in ms since the epoch. */
+export async function storeClockMs(tx: Queryable): Promise<number> {
+  const { rows } = await tx.query<{ now_ms: number }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms');
+  return Math.floor(Number(rows[0]?.now_ms));
+}
+
+export async function writeResourceStates(tx: Queryable, states: ReadonlyMap<string, ResourceState>): Promise<void> {
+  if (states.size === 0) return;
+  await tx.query(
+    `UPDATE opsd_resources r SET state = s.state::jsonb, updated_at = now() FROM unnest($1::text[], $2::text[]) AS s(name, state) WHERE r.name = s.name`,
+    [[...states.keys()], [...states.values()].map((state) => JSON.stringify(state))],
+  );
+}
+
 export async function writeResourceState(tx: Queryable, name: string, state: ResourceState): Promise<void> {
   await tx.query('UPDATE opsd_resources SET state = $2::jsonb, updated_at = now() WHERE name = $1', [name, JSON.stringify(state)]);
 }

@@ -56,9 +56,14 @@ export async function readTypeCounts(db: Queryable, since: number): Promise<Map<
   return byType;
 }
 
-/** Forgets buckets older than `before`, and per-key starts too old to limit anything. */
+/** Forgets buckets older than `before`, per-key starts too old to limit anything, and destinations idle since then. */
 export async function pruneProtectionState(db: Queryable, before: Date): Promise<number> {
   const counts = await db.query('DELETE FROM opsd_type_counts WHERE bucket < $1', [before.toISOString()]);
   const keys = await db.query('DELETE FROM opsd_key_starts WHERE last_start < $1', [before.toISOString()]);
-  return counts.rowCount + keys.rowCount;
+  // A destination's state (its name holds '@'), once idle with its breaker closed, says nothing a fresh one would not.
+  const destinations = await db.query(
+    `DELETE FROM opsd_resources WHERE name LIKE '%@%' AND updated_at < $1 AND coalesce(state->'breaker'->>'phase', 'closed') = 'closed'`,
+    [before.toISOString()],
+  );
+  return counts.rowCount + keys.rowCount + destinations.rowCount;
 }

@@ -1,4 +1,5 @@
 import { claimGroups, type ClaimGroup } from '../protect/claimGroups.js';
+import type { ResourceDefinition } from '../protect/resourcePolicy.js';
 import type { WaitReason } from '../protect/resourceRules.js';
 import { claimLimited } from '../store/claimLimited.js';
 import { claimOperations, type ClaimedOperation, type ClaimOptions } from '../store/claimOperations.js';
@@ -9,6 +10,13 @@ import type { HandlerRegistry } from './handlerRegistry.js';
 export type ClaimWaits = Record<WaitReason, number>;
 
 type LimitedGroup = Extract<ClaimGroup, { kind: 'limited' }>;
+
+/**
+ * How soon a group with per-destination limits (webhook deliveries) is looked at again after a look
+ * found nothing of it due. Every worker has that group; a busy worker wakes hundreds of times a
+ * second, and one read each time cost its drain about a tenth.
+ */
+const DESTINATION_IDLE_LOOK_MS = 100;
 
 /**
  * A worker's claims, group by group (see claimGroups): the plain claim for types free of limits,
@@ -29,6 +37,11 @@ export class GroupClaims {
   readonly #ends = new Map<string, number>();
   /** Attempts let through a half-open breaker, by operation id: the resource waits for their answer. */
   readonly #probes = new Map<string, string>();
+  /** Attempts bound for a destination with limits of its own, by operation id: their ends are reported to it. */
+  readonly #destinations = new Map<string, ResourceDefinition>();
+  /** Destinations held back here until then, by state name (see DestinationLookup.pausedHere). */
+  readonly #destinationPauses = new Map<string, number>();
+  readonly #registry: HandlerRegistry;
 
   constructor(options: {
     db: Db;
@@ -39,6 +52,7 @@ export class GroupClaims {
     wakeAt: (at: Date) => void;
   }) {
     this.#db = options.db;
+    this.#registry = options.registry;
     this.#pollIntervalMs = options.pollIntervalMs;
     this.#wakeAt = options.wakeAt;
     this.groups = claimGroups(options.registry.types(), (type) => options.registry.resourceOf(type), options.typeCaps);
@@ -64,16 +78,28 @@ export class GroupClaims {
       return { claimed, short: claimed.length < options.limit };
     }
     const endsBefore = this.#ends.get(group.name) ?? 0;
-    const result = await claimLimited(this.#db, group, { ...options, types: group.types });
+    const source = group.resource ? this.#registry.destinationsOf(group.resource.name) : undefined;
+    for (const [name, until] of this.#destinationPauses) if (until <= options.now().getTime()) this.#destinationPauses.delete(name);
+    const lookup = source ? { source, pausedHere: this.#destinationPauses } : undefined;
+    const result = await claimLimited(this.#db, group, { ...options, types: group.types }, lookup);
     const now = options.now().getTime();
     if (result.reason) this.waits[result.reason] += 1;
-    if (result.probe && group.resource) this.#probes.set(result.probe, group.resource.name);
+    for (const probe of result.probes) this.#probes.set(probe.operationId, probe.resource);
+    for (const [operationId, destination] of result.destinations) this.#destinations.set(operationId, destination);
+    // One destination's wait must not hold back another's work that comes due meanwhile.
+    const latest = group.resource?.perDestination ? now + this.#pollIntervalMs : Infinity;
     if (result.retryAt !== null) {
-      this.#notBefore.set(group.name, result.retryAt);
-      this.#wakeAt(new Date(result.retryAt));
+      const at = Math.min(result.retryAt, latest);
+      this.#notBefore.set(group.name, at);
+      this.#wakeAt(new Date(at));
     } else if (result.reason !== null && (this.#ends.get(group.name) ?? 0) === endsBefore) {
       // Only an end frees room now; one that came while this claim counted was not counted.
       this.#notBefore.set(group.name, now + this.#pollIntervalMs);
+    } else if (group.resource?.perDestination && result.claimed.length === 0) {
+      // Nothing bound for a destination is due: look again shortly, not on every wake of a busy worker.
+      const at = now + Math.min(this.#pollIntervalMs, DESTINATION_IDLE_LOOK_MS);
+      this.#notBefore.set(group.name, at);
+      this.#wakeAt(new Date(at));
     }
     // A finish starts no successor of a limited type (see finishAttempts), so none is carried: the
     // attempt's slot then frees as soon as its handler stops, not after its outcome is written.
@@ -90,11 +116,16 @@ export class GroupClaims {
     }
   }
 
-  /** An upstream asked to wait: this worker starts nothing on `resource` before `until`, whatever the store says yet. */
+  /** An upstream asked to wait: this worker starts nothing on `resource` (or that destination) before `until`, whatever the store says yet. */
   pauseLocally(resource: string, until: number): void {
+    let isGroup = false;
     for (const group of this.groups) {
-      if (group.kind === 'limited' && group.resource?.name === resource) this.#notBefore.set(group.name, Math.max(until, this.#notBefore.get(group.name) ?? 0));
+      if (group.kind !== 'limited' || group.resource?.name !== resource) continue;
+      isGroup = true;
+      this.#notBefore.set(group.name, Math.max(until, this.#notBefore.get(group.name) ?? 0));
     }
+    // A destination's pause holds back only its own operations: the claim of its group skips them.
+    if (!isGroup) this.#destinationPauses.set(resource, Math.max(until, this.#destinationPauses.get(resource) ?? 0));
     this.#wakeAt(new Date(until));
   }
 
@@ -103,6 +134,13 @@ export class GroupClaims {
     const resource = this.#probes.get(operationId) ?? null;
     this.#probes.delete(operationId);
     return resource;
+  }
+
+  /** The destination an attempt was bound for, if its resource has per-destination limits; forgets it. */
+  takeDestination(operationId: string): ResourceDefinition | null {
+    const destination = this.#destinations.get(operationId) ?? null;
+    this.#destinations.delete(operationId);
+    return destination;
   }
 
   /** The limited group a type belongs to, for its resource. */

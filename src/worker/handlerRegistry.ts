@@ -2,7 +2,9 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import { DEFAULT_BACKOFF, type BackoffPolicy } from '../domain/backoff.js';
 import type { Json } from '../domain/operation.js';
 import type { ResourceDefinition } from '../protect/resourcePolicy.js';
+import type { DestinationSource } from '../store/claimOnDestinations.js';
 import type { OperationDefinition } from './defineOperation.js';
+import type { WebhookSourceDefinition } from '../webhooks/webhookSource.js';
 
 /** A definition with every default filled in. */
 export interface RegisteredOperation {
@@ -20,6 +22,9 @@ export const DEFAULT_MAX_ATTEMPTS = 5;
 export class HandlerRegistry {
   readonly #byType = new Map<string, RegisteredOperation>();
   readonly #resources = new Map<string, ResourceDefinition>();
+  readonly #webhookSources = new Map<string, WebhookSourceDefinition>();
+  readonly #internal = new Set<string>();
+  readonly #destinations = new Map<string, DestinationSource>();
   readonly #ajv = new Ajv({ allErrors: true, strict: false });
 
   register(definition: OperationDefinition<never, unknown>): this {
@@ -35,14 +40,50 @@ export class HandlerRegistry {
     return this;
   }
 
+  /** A type opsd itself queues (webhook deliveries): run like any other, never accepted from a client. */
+  registerInternal(definition: OperationDefinition): this {
+    this.register(definition as never);
+    this.#internal.add(definition.type);
+    return this;
+  }
+
+  isInternal(type: string): boolean {
+    return this.#internal.has(type);
+  }
+
   get(type: string): RegisteredOperation | undefined {
     return this.#byType.get(type);
+  }
+
+  registerWebhookSource(source: WebhookSourceDefinition): this {
+    if (this.#webhookSources.has(source.name)) throw new Error(`webhook source "${source.name}" is defined twice`);
+    if (!source.map && !this.#byType.has(source.type)) throw new Error(`webhook source "${source.name}" makes operations of type "${source.type}", which is not defined`);
+    this.#webhookSources.set(source.name, source);
+    return this;
+  }
+
+  webhookSource(name: string): WebhookSourceDefinition | undefined {
+    return this.#webhookSources.get(name);
+  }
+
+  webhookSources(): string[] {
+    return [...this.#webhookSources.keys()];
   }
 
   registerResource(resource: ResourceDefinition): this {
     if (this.#resources.has(resource.name)) throw new Error(`resource "${resource.name}" is defined twice`);
     this.#resources.set(resource.name, resource);
     return this;
+  }
+
+  /** How the worker learns the destination of each operation of a resource with per-destination limits. */
+  registerDestinations(resource: string, source: DestinationSource): this {
+    this.#destinations.set(resource, source);
+    return this;
+  }
+
+  destinationsOf(resource: string): DestinationSource | undefined {
+    return this.#destinations.get(resource);
   }
 
   resources(): ResourceDefinition[] {

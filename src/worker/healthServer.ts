@@ -7,6 +7,7 @@ import type { DispatchHealth } from '../dispatch/dispatcher.js';
 import type { Worker } from './worker.js';
 import { observeNodeRequest, serveObservability } from '../observe/serveObservability.js';
 import type { Observability } from '../observe/startObservability.js';
+import { settleCheck, type Authenticator } from '../auth/authenticator.js';
 
 /** Ready, or degraded (still 200) while the queue does not take wake-ups: the worker polls the store meanwhile. */
 function readyBody(dispatch: DispatchHealth | undefined) {
@@ -48,6 +49,8 @@ export async function startHealthServer(options: {
   dispatchHealth?: () => DispatchHealth;
   /** `/metrics` and `/health`; read once the store is, so given late. */
   observability?: () => Observability | undefined;
+  /** Who may read `/stats` (and `/metrics` when it needs a key); without it every route is open. */
+  authenticator?: Authenticator;
 }): Promise<{ url: string; close(): Promise<void> }> {
   let depth: { value: number | null; at: number } = { value: null, at: 0 };
   const refreshDepth = async () => {
@@ -68,6 +71,7 @@ export async function startHealthServer(options: {
     const path = (request.url ?? '/').split('?')[0] as string;
     const observability = options.observability?.();
     observeNodeRequest(observability, request, response, ['/health/live', '/health/ready', '/health', '/metrics', '/stats'].includes(path) ? path : 'unmatched');
+    const serve = () => {
     if (serveObservability(request, response, path, observability)) return;
     if (path === '/health/live') return send(200, { status: 'live' });
     if (path === '/health/ready') {
@@ -106,6 +110,18 @@ export async function startHealthServer(options: {
       return;
     }
     send(404, { error: { code: 'OPSD_ERR_ROUTE_NOT_FOUND', message: `no route ${request.method} ${path}` } });
+    };
+    const { authenticator } = options;
+    if (!authenticator || authenticator.mode === 'off') return serve();
+    settleCheck(
+      authenticator.check({ method: request.method ?? 'GET', path, authorization: request.headers.authorization, address: request.socket.remoteAddress ?? '' }),
+      serve,
+      (refusal) => {
+        response.writeHead(refusal.error.status, { 'content-type': 'application/json', ...refusal.headers });
+        response.end(JSON.stringify({ error: { code: refusal.error.code, message: refusal.error.message } }));
+      },
+      () => send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: 'the store is unavailable; retry later' } }),
+    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

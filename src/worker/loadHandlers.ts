@@ -5,6 +5,7 @@ import { BUILTIN_OPERATIONS } from './builtinOperations.js';
 import { isOperationDefinition, type OperationDefinition } from './defineOperation.js';
 import { HandlerRegistry } from './handlerRegistry.js';
 import { isResourceDefinition } from '../protect/resourcePolicy.js';
+import { isWebhookSource } from '../webhooks/webhookSource.js';
 
 /**
  * The registry of a process: the built-in types plus every definition exported by the module at
@@ -27,5 +28,6 @@ export async function loadHandlers(handlersPath: string | undefined): Promise<Ha
   for (const definition of new Set(definitions)) registry.register(definition as OperationDefinition<never, unknown>);
   for (const resource of new Set(exported.filter(isResourceDefinition))) registry.registerResource(resource);
   registry.checkResources();
+  for (const source of new Set(exported.filter(isWebhookSource))) registry.registerWebhookSource(source);
   return registry;
 }

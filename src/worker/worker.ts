@@ -360,7 +360,9 @@ export class Worker {
         wedgedAfterMs: this.#wedgedAfterMs,
         hasResource: resource !== null,
       });
-      if (resource) await reportAttemptEnd(this.#groups, this.#reports, resource, operation, end);
+      // An attempt bound for a destination with limits of its own tells that destination, not the whole resource.
+      const reportTo = this.#groups.takeDestination(operation.id) ?? resource;
+      if (reportTo) await reportAttemptEnd(this.#groups, this.#reports, reportTo, operation, end);
       if (end.kind === 'wedged') {
         this.#wedged(attempt, log);
         // The slot and the key are given back only when the handler really stops, if ever.

@@ -54,7 +54,8 @@ export async function spawnOpsd(
 ): Promise<OpsdProcess> {
   ensureBuilt();
   const child = spawn(process.execPath, [CLI, ...args], {
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    // Open unless a test asks for keys (OPSD_AUTH=required): most tests are about something else.
+    env: { ...process.env, LOG_LEVEL: 'info', OPSD_AUTH: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
