@@ -1,34 +1,15 @@
 // The bank-statements walk-through: a fake bank that allows 5 requests per second, opsd with the
 // example's handlers, 200 statements submitted at once, and the bank resource as opsd sees it
 // while they drain. `node examples/bank-statements/run.mjs` (after `npm install`).
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startOpsd } from '../startOpsd.mjs';
 import { startFakeBank } from './fakeBank.mjs';
 
 const COUNT = Number(process.env.STATEMENTS ?? 200);
 const here = (path) => fileURLToPath(new URL(path, import.meta.url));
 
 const bank = await startFakeBank({ limit: 5 });
-const dataDir = mkdtempSync(join(tmpdir(), 'opsd-bank-example-'));
-const opsd = spawn(process.execPath, [here('../../dist/cli/main.js'), 'start', '--port', '0'], {
-  env: { ...process.env, OPSD_HANDLERS: here('./handlers.mjs'), BANK_URL: bank.url, OPSD_DATA_DIR: dataDir, LOG_LEVEL: 'info' },
-  // Its log goes to a pipe this script reads for the URL; warnings and errors are printed.
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-const url = await new Promise((resolve, reject) => {
-  let output = '';
-  opsd.stdout.on('data', (chunk) => {
-    output += chunk;
-    for (const line of chunk.toString().split('\n')) {
-      if (line.includes('"opsd listening"')) resolve(JSON.parse(line).url);
-      else if (/"level":(40|50|60)/.test(line)) console.error(line);
-    }
-  });
-  opsd.once('exit', (code) => reject(new Error(`opsd exited with ${code}:\n${output}`)));
-});
+const { url, stop } = await startOpsd({ OPSD_HANDLERS: here('./handlers.mjs'), BANK_URL: bank.url });
 console.log(`fake bank on ${bank.url} (5 requests per second, then 429); opsd on ${url}`);
 
 const json = async (path, init) => (await fetch(`${url}${path}`, init)).json();
@@ -55,7 +36,5 @@ console.log(`\nGET /v1/admin/stats, bank.statement: ${JSON.stringify(types.find(
 const times = bank.calls.map((c) => c.at).sort((a, b) => a - b);
 const busiest = Math.max(...times.map((t) => times.filter((u) => u >= t && u < t + 1000).length));
 console.log(`the bank saw ${bank.calls.length} calls, at most ${busiest} in any second, ${bank.calls.filter((c) => c.status === 429).length} answered 429`);
-opsd.kill('SIGTERM');
-await new Promise((resolve) => opsd.once('exit', resolve));
+await stop();
 await bank.close();
-rmSync(dataDir, { recursive: true, force: true });
