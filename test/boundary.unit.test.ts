@@ -56,6 +56,34 @@ describe('request bodies: what opsd cannot keep faithfully is refused', () => {
     assert.throws(() => checkJsonText(`${'['.repeat(MAX_JSON_DEPTH + 1)}${']'.repeat(MAX_JSON_DEPTH + 1)}`), refusedWith('OPSD_ERR_JSON_TOO_DEEP'));
     assert.throws(() => checkJsonText(`{"a":${'['.repeat(20_000)}${']'.repeat(20_000)}}`), refusedWith('OPSD_ERR_JSON_TOO_DEEP'));
   });
+
+  it('finds each problem wherever it stands: after white space, first in the text, behind strings that hold brackets and escaped quotes', () => {
+    const deep = `${'['.repeat(MAX_JSON_DEPTH + 1)}${']'.repeat(MAX_JSON_DEPTH + 1)}`;
+    for (const [text, code] of [
+      ['{"n": 1e400}', 'OPSD_ERR_UNSAFE_NUMBER'],
+      ['{"n":\n\t-1e-400}', 'OPSD_ERR_UNSAFE_NUMBER'],
+      ['[0, 9007199254740993]', 'OPSD_ERR_UNSAFE_NUMBER'],
+      ['9007199254740993', 'OPSD_ERR_UNSAFE_NUMBER'],
+      ['-1.5E+999', 'OPSD_ERR_UNSAFE_NUMBER'],
+      ['{"id":"4f9c2e1b","n":0.12345678901234567891}', 'OPSD_ERR_UNSAFE_NUMBER'],
+      [`{"a":"]]]]]]]]]]]]]]]]}}}}}}}}}}}}}}}}","b":${deep}}`, 'OPSD_ERR_JSON_TOO_DEEP'],
+      [`{"a":"\\"]]]]]]]]]]]]]]]]","b":${deep}}`, 'OPSD_ERR_JSON_TOO_DEEP'],
+      [`{"a":"x\\\\","b":${deep}}`, 'OPSD_ERR_JSON_TOO_DEEP'],
+      ['{"a":"ok","b":"\\u0000"}', 'OPSD_ERR_UNSTORABLE_TEXT'],
+    ] as const) {
+      assert.doesNotThrow(() => JSON.parse(text), text);
+      assert.throws(() => checkJsonText(text), refusedWith(code), text);
+    }
+  });
+
+  it('lets through strings shaped like what it refuses: hex ids with e, long digit runs, brackets', () => {
+    for (const text of [
+      '{"id":"4f9c2e1b7a","n":"123456789012345678901234567890","s":"]]]}}} [[[{{{ 1e400"}',
+      `{"a":"${'['.repeat(200)}"}`,
+    ]) {
+      assert.doesNotThrow(() => checkJsonText(text), text);
+    }
+  });
 });
 
 describe('run_at: RFC 3339 with an offset, a real date, within range', () => {
