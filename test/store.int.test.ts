@@ -3,6 +3,7 @@ import { it } from 'node:test';
 import { acceptOperations, type NewOperation } from '../src/store/acceptOperations.js';
 import { applyCommands } from '../src/store/applyCommands.js';
 import { claimOperations } from '../src/store/claimOperations.js';
+import type { Json } from '../src/domain/operation.js';
 import type { Db } from '../src/store/db.js';
 import { extendLeases } from '../src/store/extendLeases.js';
 import { finishAttempts } from '../src/store/finishAttempts.js';
@@ -33,6 +34,8 @@ describeEachBackend('store', (db) => {
       assert.equal(stored?.externalId, items[i]!.externalId);
       assert.equal(stored?.orderingKey, items[i]!.orderingKey);
       assert.deepEqual(stored?.payload, items[i]!.payload);
+      const [received] = await listEvents(db(), result.operation.id);
+      assert.deepEqual((received?.event as { payload?: unknown }).payload, items[i]!.payload);
     }
     const ids = accepted.map((r) => r.operation.id);
     const claimed = await claimOperations(db(), { limit: 100, now: () => new Date(), leaseOwner: 'w"\\{NULL}', leaseMs: 30_000, types: [type] });
@@ -48,6 +51,19 @@ describeEachBackend('store', (db) => {
       assert.deepEqual(stored?.result, { echo: awkward[claimed.indexOf(op) % awkward.length] ?? null });
       const events = await listEvents(db(), op.id);
       assert.equal((events[1]?.event as { leaseOwner?: string }).leaseOwner, 'w"\\{NULL}');
+    }
+  });
+
+  it('the received event holds the payload as submitted, whatever JSON it is', async () => {
+    const payloads: Json[] = [null, 0, -1.5, true, '', 'null', [], {}, [null, { a: [] }], { payload: 'inner', operationId: 'x' }];
+    const accepted = await acceptOperations(db(), payloads.map((payload) => echo(uniqueId(), { payload })), new Date());
+    for (const [i, result] of accepted.entries()) {
+      const [received] = await listEvents(db(), result.operation.id);
+      const event = received?.event as { type: string; payload?: unknown; externalId?: string };
+      assert.equal(event.type, 'received');
+      assert.deepEqual(event.payload, payloads[i]);
+      assert.equal(event.externalId, result.operation.externalId);
+      assert.deepEqual((await getOperation(db(), result.operation.id))?.payload, payloads[i]);
     }
   });
 

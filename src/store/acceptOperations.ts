@@ -131,14 +131,17 @@ async function retryTransient<T>(work: () => Promise<T>): Promise<T> {
 async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, number>> {
   const column = <T>(pick: (c: Candidate) => T) => candidates.map(pick);
   // One statement, so one implicit transaction and one round trip: both rows or neither. Arrays
-  // through unnest: PostgreSQL parses one value per cell instead of a JSON document per row.
+  // through unnest: PostgreSQL parses one value per cell instead of a JSON document per row. The
+  // two JSON columns go as one JSON array each, not as text arrays: a JSON text in an array literal
+  // has every quote escaped by the driver and unescaped by the server. The payload travels once:
+  // the server puts it back into the received event, whose jsonb is the same whatever the key order.
   const { rows } = await db.query<{ id: string; seq: string | number }>(
     INSERT_NEW,
     [
       column((c) => c.state.id),
       column((c) => c.state.externalId),
       column((c) => c.state.type),
-      column((c) => JSON.stringify(c.state.payload)),
+      JSON.stringify(column((c) => c.state.payload)),
       column((c) => c.state.payloadHash),
       column((c) => c.state.orderingKey),
       column((c) => c.state.status),
@@ -150,11 +153,17 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
       column((c) => c.state.createdAt),
       column((c) => c.state.updatedAt),
       column((c) => c.eventRecord.type as string),
-      column((c) => JSON.stringify(c.eventRecord.data)),
+      JSON.stringify(column((c) => withoutPayload(c.eventRecord.data))),
       column((c) => c.state.priority),
     ],
   );
   return new Map(rows.map((row) => [row.id, Number(row.seq)]));
+}
+
+/** A received event's data less its payload, which the INSERT takes from the operation's column. */
+function withoutPayload(data: unknown): unknown {
+  const { payload: _payload, ...rest } = data as { payload: unknown };
+  return rest;
 }
 
 async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<string, Holder>> {
@@ -169,9 +178,10 @@ async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<str
 
 const INSERT_NEW = prepared(
   `WITH input AS (
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                              $8::int[], $9::int[], $10::timestamptz[], $11::bigint[], $12::int[], $13::timestamptz[],
-                              $14::timestamptz[], $15::text[], $16::text[], $17::smallint[])
+         SELECT * FROM ROWS FROM (unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), jsonb_array_elements($4::jsonb),
+                                  unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::int[]), unnest($9::int[]),
+                                  unnest($10::timestamptz[]), unnest($11::bigint[]), unnest($12::int[]), unnest($13::timestamptz[]),
+                                  unnest($14::timestamptz[]), unnest($15::text[]), jsonb_array_elements($16::jsonb), unnest($17::smallint[]))
            WITH ORDINALITY AS x(id, external_id, type, payload, payload_hash, ordering_key, state, attempts, max_attempts,
                                 run_at, fencing_token, version, created_at, updated_at, event_type, event_data, priority, ord)
        ), numbered AS (
@@ -182,7 +192,7 @@ const INSERT_NEW = prepared(
          INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, priority, state, attempts,
                                  max_attempts, run_at, fencing_token, version, created_at, updated_at)
          OVERRIDING SYSTEM VALUE
-         SELECT id, seq, external_id, type, payload::jsonb, payload_hash, ordering_key, priority, state, attempts,
+         SELECT id, seq, external_id, type, payload, payload_hash, ordering_key, priority, state, attempts,
                 max_attempts, run_at, fencing_token, version, created_at, updated_at
          -- ...but rows go in by external_id: each locks its entry in the unique index as it goes in, and
          -- one canonical order keeps two overlapping batches from each holding what the other waits for.
@@ -191,7 +201,7 @@ const INSERT_NEW = prepared(
          RETURNING id, seq
        ), events AS (
          INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-         SELECT i.id, 1, i.event_type, i.event_data::jsonb, i.external_id, i.payload_hash, i.created_at
+         SELECT i.id, 1, i.event_type, i.event_data || jsonb_build_object('payload', i.payload), i.external_id, i.payload_hash, i.created_at
          FROM input i JOIN inserted USING (id) ORDER BY i.external_id
        )
        SELECT id, seq FROM inserted`,
