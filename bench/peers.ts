@@ -88,8 +88,13 @@ async function drainBullmq(count: number, s: Settings): Promise<number> {
 async function drainGraphileWorker(count: number, s: Settings): Promise<number> {
   const database = await freshDatabase(s.databaseUrl as string);
   const settings = PEER_SETTINGS['graphile-worker'];
+  // The pool is ours, with an error listener, and ended before the database is dropped: the
+  // runner's own pool could still hold idle sessions when the drop ended them, and an idle
+  // session's error on a pool nobody listens to ends the process.
+  const pool = new pg.Pool({ connectionString: database.url, max: settings.maxPoolSize });
+  pool.on('error', () => {});
   try {
-    const utils = await makeWorkerUtils({ connectionString: database.url });
+    const utils = await makeWorkerUtils({ pgPool: pool });
     await utils.migrate();
     for (let i = 0; i < count; i += 1000) {
       await utils.addJobs(Array.from({ length: Math.min(1000, count - i) }, (_, j) => ({ identifier: 'noop', payload: { n: i + j } })));
@@ -97,9 +102,8 @@ async function drainGraphileWorker(count: number, s: Settings): Promise<number> 
     await utils.release();
     let firstCall: number | null = null;
     const runner = await runGraphileWorker({
-      connectionString: database.url,
+      pgPool: pool,
       concurrency: settings.concurrency,
-      maxPoolSize: settings.maxPoolSize,
       noHandleSignals: true,
       pollInterval: 1000,
       taskList: { noop: async () => void (firstCall ??= performance.now()) },
@@ -111,8 +115,10 @@ async function drainGraphileWorker(count: number, s: Settings): Promise<number> 
     const end = await whenDone(async () => (await client.query('SELECT 1 FROM graphile_worker._private_jobs LIMIT 1')).rowCount === 0);
     await client.end();
     await runner.stop();
+    await runner.promise;
     return rate(count, firstCall, end);
   } finally {
+    await pool.end();
     await database.drop();
   }
 }
