@@ -18,7 +18,11 @@ const settings: Settings = {
   baselineS: quick ? 1 : 5,
   drainCount: quick ? 1000 : Number(process.env.OPSD_BENCH_DRAIN ?? 20_000),
   orderedDrainCount: quick ? 500 : 2000,
-  settleMs: quick ? 12_000 : 15_000,
+  // V8 gives back the heap it grew while loading after 8-16 s idle on a slow day (the intake: 67.5 →
+  // 58 MB at 10 s in one start, at 16 s in the next), so idle RSS is read 20 s after ready.
+  settleMs: 20_000,
+  // Quick starts each role once: fifteen starts side by side took 42 s of a 3-minute quick run on a slow day.
+  roleRuns: quick ? 1 : 3,
   databaseUrl: process.env.DATABASE_URL || undefined,
   redisUrl: process.env.REDIS_URL || undefined,
 };

@@ -28,6 +28,8 @@ export interface Settings {
   endToEndS: number;
   /** How long roles idle after start before their settled RSS is read. */
   settleMs: number;
+  /** Processes started per role (its own count: each start costs a second or more of both cores). */
+  roleRuns: number;
   databaseUrl: string | undefined;
   redisUrl: string | undefined;
 }
@@ -300,8 +302,8 @@ async function waitUntil(probe: () => Promise<boolean>, timeoutMs = 300_000): Pr
 /**
  * Start-to-ready time and RSS of each role. Processes start one after the other and stay up (idle
  * ones use next to no CPU); each one's RSS is read 1 s after it is ready, and again once settled,
- * `settleMs` after ready, when V8 has given back the heap it grew while loading (it does so after a
- * few seconds without allocation).
+ * `settleMs` after ready, when V8 has given back the heap it grew while loading (it does so after
+ * 8-16 s without allocation).
  */
 export async function roles(s: Settings): Promise<Sample[]> {
   const list: { role: string; mode: Mode; args: string[]; portFlag?: string }[] = [{ role: 'start', mode: 'embedded', args: opsdArgs('start') }];
@@ -333,7 +335,7 @@ export async function roles(s: Settings): Promise<Sample[]> {
       const ready: number[] = [];
       const afterStart: Promise<number>[] = [];
       const settled: Promise<number>[] = [];
-      for (let i = 0; i < s.runs; i += 1) {
+      for (let i = 0; i < s.roleRuns; i += 1) {
         const proc = await spawnListening(args, await envFor(mode), portFlag);
         running.push(proc);
         ready.push(proc.readyMs);
