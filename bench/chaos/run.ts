@@ -343,6 +343,15 @@ if (unexpected.length > 0) failures.push(`${unexpected.length} answers with stat
 const statusCounts = Object.fromEntries([...new Set(answers.map((a) => a.status))].map((s) => [s, answers.filter((a) => a.status === s).length]));
 const runsPerCompleted = new Map<string, number>();
 for (const run of runs.values()) if (run.end !== null) runsPerCompleted.set(run.id, (runsPerCompleted.get(run.id) ?? 0) + 1);
+// A handler that returned runs again only when its process died before the outcome was written.
+const lastStartById = new Map<string, number>();
+for (const run of runs.values()) lastStartById.set(run.id, Math.max(lastStartById.get(run.id) ?? 0, run.start));
+const rerunAfterReturn = [...runs.values()].filter(
+  (run) => run.end !== null && !killedAt.has(run.pid) && (lastStartById.get(run.id) as number) > run.end,
+);
+if (rerunAfterReturn.length > 0) {
+  failures.push(`${rerunAfterReturn.length} handlers returned in a process that was never killed and ran again: ${rerunAfterReturn.slice(0, 10).map((r) => `${r.id} (pid ${r.pid})`).join(', ')}`);
+}
 const report = {
   seconds,
   sent,
