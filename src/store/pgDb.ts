@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { OPSD_PG_TYPES } from './timestamptzParser.js';
 import type { Db, PoolCounters, PreparedStatement, Queryable, QueryResult } from './db.js';
 import { isStoreUnavailable } from './storeErrors.js';
 
@@ -48,6 +49,7 @@ export function createPgDb(options: PgDbOptions): Db {
     statement_timeout: options.statementTimeoutMs ?? 30_000,
     query_timeout: (options.statementTimeoutMs ?? 30_000) + REPLY_GRACE_MS,
     keepAlive: true,
+    types: OPSD_PG_TYPES,
     ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
   });
   // An idle client losing its server must not crash the process; the next query reports it.
