@@ -46,10 +46,14 @@ export function projectionInput(first: number): string {
                 updated_at, expected_version)`;
 }
 
-/** Seven arrays of event columns, from parameter `$first` on, as the table `e`. */
+/**
+ * Seven event columns, from parameter `$first` on, as the table `e`: arrays, but the data as one JSON
+ * array, not a text array whose every quote the driver escapes and the server unescapes.
+ */
 export function eventInput(first: number): string {
   const p = (i: number) => `$${first + i}`;
-  return `unnest(${p(0)}::uuid[], ${p(1)}::int[], ${p(2)}::text[], ${p(3)}::jsonb[], ${p(4)}::text[], ${p(5)}::text[], ${p(6)}::timestamptz[])
+  return `ROWS FROM (unnest(${p(0)}::uuid[]), unnest(${p(1)}::int[]), unnest(${p(2)}::text[]), jsonb_array_elements(${p(3)}::jsonb),
+                     unnest(${p(4)}::text[]), unnest(${p(5)}::text[]), unnest(${p(6)}::timestamptz[]))
            AS e(operation_id, seq, type, data, external_id, payload_hash, occurred_at)`;
 }
 
@@ -95,9 +99,9 @@ export async function writeTransitions(tx: Queryable, transitions: readonly Tran
 
 /**
  * The parameters of a write: twelve arrays of projection columns (the state after each
- * transition, and the version it was decided on) and seven of event columns. Null when nothing changes.
+ * transition, and the version it was decided on) and seven event columns (see eventInput). Null when nothing changes.
  */
-export function transitionArrays(transitions: readonly Transition[]): { rows: unknown[][]; events: unknown[][]; count: number } | null {
+export function transitionArrays(transitions: readonly Transition[]): { rows: unknown[][]; events: unknown[]; count: number } | null {
   const changed = transitions.filter((t) => t.events.length > 0);
   if (changed.length === 0) return null;
   const rows = changed.map((t) => ({ t, state: stateAfter(t) }));
@@ -122,7 +126,7 @@ export function transitionArrays(transitions: readonly Transition[]): { rows: un
       events.map((e) => e.operation_id),
       events.map((e) => e.seq),
       events.map((e) => e.type),
-      events.map((e) => JSON.stringify(e.data)),
+      JSON.stringify(events.map((e) => e.data)),
       events.map((e) => e.external_id),
       events.map((e) => e.payload_hash),
       events.map((e) => e.occurred_at),
