@@ -44,28 +44,51 @@ describe('micro-batcher', () => {
     assert.deepEqual(batches, [[1, 2], [3]]);
   });
 
-  it('a caller whose signal aborts stops waiting: a queued item never runs, one already running is dropped', async () => {
+  it('a caller whose deadline passes stops waiting: a queued item never runs, one already running is dropped', async () => {
     const { run, batches, finishNext } = controlledRun();
     const submit = createMicroBatcher(run, { maxBatch: 10, maxInFlight: 1 });
-    const running = new AbortController();
-    const queued = new AbortController();
-    const first = submit(1, { signal: running.signal });
+    const deadline = (ms: number, message: string) => ({ at: Date.now() + ms, error: () => new Error(message) });
+    const first = submit(1, { deadline: deadline(60, 'gave up') });
     await tick();
-    const second = submit(2, { signal: queued.signal });
+    const second = submit(2, { deadline: deadline(60, 'too late') });
     const third = submit(3);
     await tick();
     assert.deepEqual(batches, [[1]]);
 
-    queued.abort(new Error('too late'));
-    running.abort(new Error('gave up'));
     await assert.rejects(second, /too late/);
     await assert.rejects(first, /gave up/);
     finishNext();
     await turnsUntil('the next batch starts', () => batches.length === 2);
-    assert.deepEqual(batches, [[1], [3]], 'the aborted queued item is gone; the running one finished its call');
+    assert.deepEqual(batches, [[1], [3]], 'the expired queued item is gone; the running one finished its call');
     finishNext();
     assert.equal(await third, 30);
-    await assert.rejects(submit(4, { signal: AbortSignal.abort(new Error('already')) }), /already/);
+    await assert.rejects(submit(4, { deadline: { at: Date.now() - 1, error: () => new Error('already') } }), /already/);
+  });
+
+  it('each caller waits until its own deadline, whatever order they came in', async () => {
+    const { run, batches, finishNext } = controlledRun();
+    const submit = createMicroBatcher(run, { maxBatch: 10, maxInFlight: 1 });
+    const settled: string[] = [];
+    const track = (name: string, promise: Promise<number>) =>
+      promise.then(
+        () => settled.push(`${name} answered`),
+        (error: Error) => settled.push(`${name} ${error.message}`),
+      );
+    const started = Date.now();
+    const running = track('running', submit(1, { deadline: { at: started + 10_000, error: () => new Error('expired') } }));
+    await tick();
+    const late = track('late', submit(2, { deadline: { at: started + 400, error: () => new Error('expired') } }));
+    const early = track('early', submit(3, { deadline: { at: started + 80, error: () => new Error('expired') } }));
+    await early;
+    assert.ok(Date.now() - started >= 75, 'not before its deadline');
+    assert.deepEqual(settled, ['early expired'], 'the later deadline still waits');
+    finishNext();
+    await running;
+    await turnsUntil('the next batch starts', () => batches.length === 2);
+    assert.deepEqual(batches, [[1], [2]]);
+    finishNext();
+    await late;
+    assert.deepEqual(settled, ['early expired', 'running answered', 'late answered']);
   });
 
   it('with maxInFlight, what arrives during a call waits and goes as one batch after it', async () => {

