@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { withArrayLiterals } from './arrayLiteral.js';
 import { OPSD_PG_TYPES } from './timestamptzParser.js';
 import type { Db, PoolCounters, PreparedStatement, Queryable, QueryResult } from './db.js';
 import { isStoreUnavailable } from './storeErrors.js';
@@ -28,10 +29,8 @@ const REPLY_GRACE_MS = 1000;
 function wrap(client: pg.PoolClient): Queryable {
   return {
     async query<R>(sql: string | PreparedStatement, params?: readonly unknown[]): Promise<QueryResult<R>> {
-      const result =
-        typeof sql === 'string'
-          ? await client.query(sql, params as unknown[] | undefined)
-          : await client.query({ name: sql.name, text: sql.text, values: params as unknown[] | undefined });
+      const values = withArrayLiterals(params);
+      const result = typeof sql === 'string' ? await client.query(sql, values) : await client.query({ name: sql.name, text: sql.text, values });
       return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
     },
     async exec(sql: string): Promise<void> {

@@ -44,6 +44,9 @@ export const redisSkip: string | false = process.env.REDIS_URL
   ? false
   : 'REDIS_URL is not set, so the Redis suite is skipped (set it to a redis:// URL to run it)';
 
+/** Why suites that need a PostgreSQL server (and nothing else) are skipped here, or false. */
+export const databaseSkip: string | false = databaseUrl ? false : 'DATABASE_URL is not set, so the suites that need a PostgreSQL server are skipped';
+
 /** Why suites that need both servers are skipped here, or false. */
 export const serversSkip: string | false = !databaseUrl
   ? 'DATABASE_URL is not set, so the scale-out suite is skipped (it needs PostgreSQL and Redis)'
