@@ -93,6 +93,8 @@ async function drainGraphileWorker(count: number, s: Settings): Promise<number> 
   // session's error on a pool nobody listens to ends the process.
   const pool = new pg.Pool({ connectionString: database.url, max: settings.maxPoolSize });
   pool.on('error', () => {});
+  // Every checked-out client listens too, as graphile-worker asks of a pool it is given.
+  pool.on('connect', (client) => client.on('error', () => {}));
   try {
     const utils = await makeWorkerUtils({ pgPool: pool });
     await utils.migrate();
