@@ -3,6 +3,7 @@ import type { ResourceDefinition } from '../protect/resourcePolicy.js';
 import { afterStarts, allowance, INITIAL_RESOURCE_STATE, type ResourceState, type WaitReason } from '../protect/resourceRules.js';
 import { claimOn, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
 import type { Queryable } from './db.js';
+import type { LimitedClaim } from './claimLimited.js';
 import { lockResourceStates, storeClockMs, writeResourceStates } from './resourceState.js';
 
 /** Where the operations of a resource with per-destination limits wait, and where each goes; read on `session`. */
@@ -24,17 +25,6 @@ export interface DestinationLookup {
    * wait, and the write that tells every process may not have landed yet.
    */
   pausedHere: ReadonlyMap<string, number>;
-}
-
-/** What a claim through per-destination limits got. */
-export interface DestinationClaim {
-  claimed: ClaimedOperation[];
-  /** Claimed operations let through a half-open destination breaker, with that destination's state name. */
-  probes: { operationId: string; resource: string }[];
-  /** The destination of each claimed operation that has one, as the resource its outcome is reported to. */
-  destinations: Map<string, ResourceDefinition>;
-  reason: WaitReason | null;
-  retryAt: number | null;
 }
 
 /** A key came due between the look at due keys and the claim: the transaction is rolled back and tried again. */
@@ -62,8 +52,8 @@ export async function claimOnDestinations(
   resource: ResourceDefinition,
   lookup: DestinationLookup,
   options: ClaimOptions,
-): Promise<DestinationClaim> {
-  const nothing = (reason: WaitReason | null, retryAt: number | null): DestinationClaim => ({ claimed: [], probes: [], destinations: new Map(), reason, retryAt });
+): Promise<LimitedClaim> {
+  const nothing = (reason: WaitReason | null, retryAt: number | null): LimitedClaim => ({ claimed: [], probes: [], destinations: new Map(), reason, retryAt });
   const busyKeys = [...(options.busyKeys ?? [])];
   const keys = await lookup.source.dueKeys(tx, { now: options.now(), busyKeys, limit: KEYS_WEIGHED });
   if (keys.length === 0) return nothing(null, null);
@@ -92,7 +82,7 @@ export async function claimOnDestinations(
   }
   const startedAt = await storeClockMs(tx);
   const written = new Map<string, ResourceState>();
-  const result: DestinationClaim = { claimed, probes: [], destinations: new Map(), reason: null, retryAt: null };
+  const result: LimitedClaim = { claimed, probes: [], destinations: new Map(), reason: null, retryAt: null };
   for (const [destination, ops] of started) {
     const policy = destinationResource(resource, destination);
     const probeOp = plan.allowances.get(destination)?.probe ? ops[0] : undefined;
