@@ -48,15 +48,16 @@ describe('micro-batcher', () => {
     const { run, batches, finishNext } = controlledRun();
     const submit = createMicroBatcher(run, { maxBatch: 10, maxInFlight: 1 });
     const deadline = (ms: number, message: string) => ({ at: Date.now() + ms, error: () => new Error(message) });
-    const first = submit(1, { deadline: deadline(60, 'gave up') });
+    // Each refusal is awaited from the start: whichever deadline the timer reaches first, no
+    // rejection is ever left without a handler.
+    const first = assert.rejects(submit(1, { deadline: deadline(60, 'gave up') }), /gave up/);
     await tick();
-    const second = submit(2, { deadline: deadline(60, 'too late') });
+    const second = assert.rejects(submit(2, { deadline: deadline(60, 'too late') }), /too late/);
     const third = submit(3);
     await tick();
     assert.deepEqual(batches, [[1]]);
 
-    await assert.rejects(second, /too late/);
-    await assert.rejects(first, /gave up/);
+    await Promise.all([first, second]);
     finishNext();
     await turnsUntil('the next batch starts', () => batches.length === 2);
     assert.deepEqual(batches, [[1], [3]], 'the expired queued item is gone; the running one finished its call');
