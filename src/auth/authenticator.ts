@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import { OpsdError } from '../domain/errors.js';
 import { findLiveApiKey, hasLiveApiKeys } from '../store/apiKeys.js';
@@ -127,4 +128,21 @@ export function settleCheck(
   if (outcome === null) return allow();
   if (!(outcome instanceof Promise)) return refuse(outcome);
   outcome.then((refusal) => (refusal ? refuse(refusal) : allow()), fail);
+}
+
+/**
+ * The gate of a node:http server (the intake, a worker's health server): `serve` at once when
+ * there is no authenticator or it is off, else once `check` lets the request through.
+ */
+export function gateNodeRequest(
+  authenticator: Authenticator | undefined,
+  request: IncomingMessage,
+  path: string,
+  serve: () => void,
+  refuse: (refusal: AuthRefusal) => void,
+  fail: (error: unknown) => void,
+): void {
+  if (!authenticator || authenticator.mode === 'off') return serve();
+  const check = authenticator.check({ method: request.method ?? 'GET', path, authorization: request.headers.authorization, address: request.socket.remoteAddress ?? '' });
+  settleCheck(check, serve, refuse, fail);
 }

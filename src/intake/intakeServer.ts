@@ -16,7 +16,7 @@ import { createPressureGauge } from '../protect/pressureGauge.js';
 import { observeNodeRequest, serveObservability } from '../observe/serveObservability.js';
 import { requestIdOf } from '../observe/requestId.js';
 import type { Observability } from '../observe/startObservability.js';
-import { settleCheck, type Authenticator } from '../auth/authenticator.js';
+import { gateNodeRequest, type Authenticator } from '../auth/authenticator.js';
 import { WEBHOOK_PATH_PREFIX, type ReceiveWebhook } from '../webhooks/receiveWebhook.js';
 
 export interface IntakeServerOptions {
@@ -132,10 +132,10 @@ export async function startIntakeServer(options: IntakeServerOptions): Promise<I
         },
       );
     };
-    const { authenticator } = options;
-    if (!authenticator || authenticator.mode === 'off') return serve();
-    settleCheck(
-      authenticator.check({ method: request.method ?? 'GET', path, authorization: request.headers.authorization, address: request.socket.remoteAddress ?? '' }),
+    gateNodeRequest(
+      options.authenticator,
+      request,
+      path,
       serve,
       (refusal) => void drainRequest(request).then(() => send(response, replyOf(refusal.error, refusal.headers))),
       (error) => send(response, errorReply(error, logger.child({ request_id: requestId }))),

@@ -7,7 +7,7 @@ import type { DispatchHealth } from '../dispatch/dispatcher.js';
 import type { Worker } from './worker.js';
 import { observeNodeRequest, serveObservability } from '../observe/serveObservability.js';
 import type { Observability } from '../observe/startObservability.js';
-import { settleCheck, type Authenticator } from '../auth/authenticator.js';
+import { gateNodeRequest, type Authenticator } from '../auth/authenticator.js';
 
 /** Ready, or degraded (still 200) while the queue does not take wake-ups: the worker polls the store meanwhile. */
 function readyBody(dispatch: DispatchHealth | undefined) {
@@ -72,49 +72,49 @@ export async function startHealthServer(options: {
     const observability = options.observability?.();
     observeNodeRequest(observability, request, response, ['/health/live', '/health/ready', '/health', '/metrics', '/stats'].includes(path) ? path : 'unmatched');
     const serve = () => {
-    if (serveObservability(request, response, path, observability)) return;
-    if (path === '/health/live') return send(200, { status: 'live' });
-    if (path === '/health/ready') {
-      if (options.isDraining()) return send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: 'worker is draining' } });
-      void storeReadiness(options.db).then((readiness) =>
-        readiness.ready ? send(200, readyBody(options.dispatchHealth?.())) : send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: readiness.reason } }),
-      );
-      return;
-    }
-    if (path === '/stats') {
-      void refreshDepth().then((queueDepth) => {
-        const stats = options.worker.stats;
-        const protection = options.worker.protection;
-        const report: WorkerReport = {
-          worker: options.worker.id,
-          running: stats.running,
-          claimed: stats.claimed,
-          completed: stats.completed,
-          rejected: stats.rejected,
-          retried: stats.retried,
-          failed: stats.failed,
-          released: stats.released,
-          deferred: stats.deferred,
-          lease_losses: stats.leaseLost,
-          protection: {
-            waits: protection.waits,
-            throttled: protection.throttled,
-            breaker_opened: protection.breakerOpened,
-            reports_lost: protection.lost,
-          },
-          queue_depth: queueDepth,
-          leader: options.isLeader(),
-        };
-        send(200, report);
-      });
-      return;
-    }
-    send(404, { error: { code: 'OPSD_ERR_ROUTE_NOT_FOUND', message: `no route ${request.method} ${path}` } });
+      if (serveObservability(request, response, path, observability)) return;
+      if (path === '/health/live') return send(200, { status: 'live' });
+      if (path === '/health/ready') {
+        if (options.isDraining()) return send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: 'worker is draining' } });
+        void storeReadiness(options.db).then((readiness) =>
+          readiness.ready ? send(200, readyBody(options.dispatchHealth?.())) : send(503, { error: { code: 'OPSD_ERR_UNAVAILABLE', message: readiness.reason } }),
+        );
+        return;
+      }
+      if (path === '/stats') {
+        void refreshDepth().then((queueDepth) => {
+          const stats = options.worker.stats;
+          const protection = options.worker.protection;
+          const report: WorkerReport = {
+            worker: options.worker.id,
+            running: stats.running,
+            claimed: stats.claimed,
+            completed: stats.completed,
+            rejected: stats.rejected,
+            retried: stats.retried,
+            failed: stats.failed,
+            released: stats.released,
+            deferred: stats.deferred,
+            lease_losses: stats.leaseLost,
+            protection: {
+              waits: protection.waits,
+              throttled: protection.throttled,
+              breaker_opened: protection.breakerOpened,
+              reports_lost: protection.lost,
+            },
+            queue_depth: queueDepth,
+            leader: options.isLeader(),
+          };
+          send(200, report);
+        });
+        return;
+      }
+      send(404, { error: { code: 'OPSD_ERR_ROUTE_NOT_FOUND', message: `no route ${request.method} ${path}` } });
     };
-    const { authenticator } = options;
-    if (!authenticator || authenticator.mode === 'off') return serve();
-    settleCheck(
-      authenticator.check({ method: request.method ?? 'GET', path, authorization: request.headers.authorization, address: request.socket.remoteAddress ?? '' }),
+    gateNodeRequest(
+      options.authenticator,
+      request,
+      path,
       serve,
       (refusal) => {
         response.writeHead(refusal.error.status, { 'content-type': 'application/json', ...refusal.headers });
