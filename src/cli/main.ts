@@ -101,34 +101,30 @@ workerOptions(processOptions(program.command('worker')))
   .addOption(new Option('--host <host>', 'health server bind address').env('HOST').default('127.0.0.1'))
   .action((options: Options) => runRole('worker', options));
 
-storeOptions(program.command('migrate'))
-  .description('apply pending database migrations and exit')
-  .action(async (options: Options) => {
-    const config = resolveConfig(process.env, flagsOf(options));
-    const { openDb } = await import('../store/openDb.js');
-    const { migrate } = await import('../store/migrate.js');
-    const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 1, migrate: false });
-    try {
-      const applied = await migrate(db);
-      console.log(applied.length > 0 ? `applied: ${applied.join(', ')}` : 'up to date');
-    } finally {
-      await db.close();
-    }
-  });
-
-const keys = program.command('keys').description('API keys: create, list, revoke (only a hash of each key is stored)');
-
-/** Runs `work` on the store the options name, migrated first (a key can be made before anything runs). */
-async function withStore<T>(options: Options, work: (db: import('../store/db.js').Db) => Promise<T>): Promise<T> {
+/**
+ * Runs `work` on the store the options name, on one connection, and closes it. Migrated first
+ * unless `migrate` is false (a key can be made before anything runs).
+ */
+async function withStore<T>(options: Options, work: (db: import('../store/db.js').Db) => Promise<T>, { migrate = true } = {}): Promise<T> {
   const config = resolveConfig(process.env, flagsOf(options));
   const { openDb } = await import('../store/openDb.js');
-  const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 1, migrate: true });
+  const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 1, migrate });
   try {
     return await work(db);
   } finally {
     await db.close();
   }
 }
+
+storeOptions(program.command('migrate'))
+  .description('apply pending database migrations and exit')
+  .action(async (options: Options) => {
+    const { migrate } = await import('../store/migrate.js');
+    const applied = await withStore(options, (db) => migrate(db), { migrate: false });
+    console.log(applied.length > 0 ? `applied: ${applied.join(', ')}` : 'up to date');
+  });
+
+const keys = program.command('keys').description('API keys: create, list, revoke (only a hash of each key is stored)');
 
 storeOptions(keys.command('create'))
   .description('create a key and print it once')
