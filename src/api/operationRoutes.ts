@@ -26,6 +26,7 @@ import type { SubmittedOperation } from './submission.js';
 import { createSubmissions, type SubmissionReply } from './submissions.js';
 import { registerWebhookRoutes } from './webhookRoutes.js';
 import { createWebhookReceiver } from '../webhooks/receiveWebhook.js';
+import { isUuid } from '../domain/uuid.js';
 
 interface RouteDeps {
   db: Db;
@@ -44,7 +45,6 @@ interface RouteDeps {
 
 export const BATCH_ROUTE = '/v1/operations/batch';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const errors = { '4xx': errorSchema, '5xx': errorSchema };
 
 export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): void {
@@ -118,7 +118,7 @@ export function registerOperationRoutes(app: FastifyInstance, deps: RouteDeps): 
 }
 
 async function findOrThrow(db: Db, id: string): Promise<StoredOperation> {
-  const operation = UUID.test(id) ? await getOperation(db, id) : null;
+  const operation = isUuid(id) ? await getOperation(db, id) : null;
   if (!operation) throw new OpsdError('OPSD_ERR_NOT_FOUND', `no operation ${id}`);
   return operation;
 }

@@ -5,11 +5,11 @@ import type { Db } from '../store/db.js';
 import { deleteSubscription, findSubscription, insertSubscription, listDeliveries, listSubscriptions, type Subscription } from '../store/subscriptions.js';
 import { errorSchema, idParamsSchema, operationSchema } from './schemas.js';
 import { operationBody } from './serialize.js';
+import { isUuid } from '../domain/uuid.js';
 
 /** What a subscription can hear about: each terminal outcome of an operation. */
 export const SUBSCRIBABLE_EVENTS = ['operation.completed', 'operation.rejected', 'operation.failed', 'operation.cancelled'] as const;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const errors = { '4xx': errorSchema, '5xx': errorSchema };
 
 const newSubscriptionSchema = {
@@ -53,7 +53,7 @@ function subscriptionBody(s: Subscription) {
 export function registerSubscriptionRoutes(app: FastifyInstance, deps: { db: Db; now: () => Date }): void {
   const { db, now } = deps;
   const findOrThrow = async (id: string) => {
-    const subscription = UUID.test(id) ? await findSubscription(db, id) : null;
+    const subscription = isUuid(id) ? await findSubscription(db, id) : null;
     if (!subscription) throw new OpsdError('OPSD_ERR_SUBSCRIPTION_NOT_FOUND', `no subscription ${id}`);
     return subscription;
   };

@@ -1,5 +1,6 @@
 import type { Queryable } from './db.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
+import { isUuid } from '../domain/uuid.js';
 
 /** Who hears about which outcomes. */
 export interface Subscription {
@@ -60,11 +61,9 @@ export function subscriptionOfOrderingKey(orderingKey: string): string | null {
   return orderingKey.startsWith('webhook:') ? orderingKey.slice('webhook:'.length) : null;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** The URLs of the live subscriptions among `ids`, by id (ids that cannot be one are left out). */
 export async function subscriptionUrls(db: Queryable, ids: readonly string[]): Promise<Map<string, string>> {
-  const candidates = ids.filter((id) => UUID.test(id));
+  const candidates = ids.filter((id) => isUuid(id));
   if (candidates.length === 0) return new Map();
   const { rows } = await db.query<{ id: string; url: string }>('SELECT id, url FROM opsd_subscriptions WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL', [candidates]);
   return new Map(rows.map((row) => [row.id, row.url]));
