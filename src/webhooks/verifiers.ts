@@ -44,6 +44,11 @@ function hmacSha256(secret: string, ...parts: (string | Buffer)[]): Buffer {
   return mac.digest();
 }
 
+/** Whether `hex` is the HMAC-SHA256 of the body under one of the secrets. */
+function bodySignedBy(secrets: readonly string[], rawBody: Buffer, hex: string | undefined): boolean {
+  return hex !== undefined && secrets.some((secret) => digestsEqual(hmacSha256(secret, rawBody), hex.toLowerCase(), 'hex'));
+}
+
 /** The delay between a delivery's timestamp and now, refused past the tolerance either way. */
 function checkTolerance(timestampS: number, nowMs: number, toleranceS: number): void {
   if (!Number.isSafeInteger(timestampS)) throw badSignature('the signature timestamp is not a number of seconds');
@@ -62,7 +67,7 @@ export function githubSignature(options: { secrets: readonly (string | undefined
       const signature = header(headers, 'x-hub-signature-256');
       if (!signature) throw badSignature('the X-Hub-Signature-256 header is missing');
       const hex = /^sha256=([0-9a-f]{64})$/i.exec(signature.trim())?.[1];
-      if (!hex || !secrets.some((secret) => digestsEqual(hmacSha256(secret, rawBody), hex.toLowerCase(), 'hex'))) {
+      if (!bodySignedBy(secrets, rawBody, hex)) {
         throw badSignature('the X-Hub-Signature-256 signature does not match the body');
       }
       return { deliveryId: header(headers, 'x-github-delivery') ?? null, event: header(headers, 'x-github-event') ?? null };
@@ -144,7 +149,7 @@ export function hmacSignature(options: { secrets: readonly (string | undefined)[
       const signature = header(headers, signatureHeader);
       if (!signature) throw badSignature(`the ${signatureHeader} header is missing`);
       const hex = /^(?:sha256=)?([0-9a-f]{64})$/i.exec(signature.trim())?.[1];
-      if (!hex || !secrets.some((secret) => digestsEqual(hmacSha256(secret, rawBody), hex.toLowerCase(), 'hex'))) {
+      if (!bodySignedBy(secrets, rawBody, hex)) {
         throw badSignature(`the ${signatureHeader} signature does not match the body`);
       }
       return { deliveryId: header(headers, idHeader) ?? null, event: header(headers, eventHeader) ?? null };
