@@ -1,5 +1,5 @@
 import type { Queryable } from './db.js';
-import { IS_HEAD_OF_KEY } from './headOfKey.js';
+import { isHeadOfKey } from './headOfKey.js';
 
 /** What a dispatcher needs to wake a worker for one operation. */
 export interface DispatchTarget {
@@ -38,7 +38,7 @@ export async function findClaimableHeads(
        AND ($1::timestamptz IS NULL OR o.updated_at <= $1)
        AND ($3::timestamptz IS NULL OR o.run_at <= $3)
        AND ($4::integer IS NULL OR ((-o.priority), o.seq) > ($4::integer, $5::bigint))
-       AND ${IS_HEAD_OF_KEY}
+       AND ${isHeadOfKey()}
      ORDER BY (-o.priority), o.seq
      LIMIT $2`,
     [

@@ -4,6 +4,7 @@ import type { OperationState } from '../domain/operation.js';
 import { applyCommands, type AddressedCommand, type CommandResult } from './applyCommands.js';
 import { CLAIM_LOCK_NAMESPACE, startCommand, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
 import { prepared, type Db } from './db.js';
+import { isHeadOfKey } from './headOfKey.js';
 import { jsonToOperation, type StoredOperation } from './operationRow.js';
 import { eventInput, NEXT_ON_KEY, projectionInput, SET_PROJECTION, stateAfter, transitionArrays, writeTransitions, type Transition } from './saveTransitions.js';
 
@@ -139,13 +140,7 @@ const FINISH_AND_START = prepared(
      FROM sx AS x
      WHERE o.id = x.id AND o.version = x.expected_version
        AND o.ordering_key IN (SELECT ordering_key FROM finished)
-       AND NOT EXISTS (
-         SELECT 1 FROM operations p
-         WHERE p.ordering_key = o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
-           AND (p.seq < o.seq OR p.state = 'PROCESSING')
-           AND p.id NOT IN (SELECT id FROM finished)
-         -- a probe per row, never a hash of every active row (see IS_HEAD_OF_KEY)
-         OFFSET 0)
+       AND ${isHeadOfKey('SELECT id FROM finished')}
        AND NOT EXISTS (SELECT 1 FROM opsd_type_controls c WHERE c.type = o.type AND c.paused)
        AND pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key))
      RETURNING o.id, ${NEXT_ON_KEY}

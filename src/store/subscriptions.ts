@@ -1,4 +1,5 @@
 import type { Queryable } from './db.js';
+import { isHeadOfKey } from './headOfKey.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 import { isUuid } from '../domain/uuid.js';
 
@@ -78,10 +79,7 @@ export async function dueDeliveryKeys(db: Queryable, options: { now: Date; busyK
     `SELECT o.ordering_key FROM operations o
       WHERE o.state = 'PENDING' AND o.type = 'webhook.deliver' AND o.run_at <= $1
         AND NOT (o.ordering_key = ANY ($2::text[]))
-        AND NOT EXISTS (
-          SELECT 1 FROM operations e
-           WHERE e.ordering_key = o.ordering_key AND e.state IN ('PENDING', 'PROCESSING')
-             AND (e.state = 'PROCESSING' OR e.seq < o.seq))
+        AND ${isHeadOfKey()}
       ORDER BY o.seq
       LIMIT $3`,
     [options.now.toISOString(), [...options.busyKeys], options.limit],
