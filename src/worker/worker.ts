@@ -132,6 +132,13 @@ export class Worker {
    * new work was announced, a slot was freed without a successor taking it, or a poll interval passed.
    */
   #scanWanted = true;
+  /**
+   * Whether a group with limits of its own asked to be looked at again (a rate window ends, a pause
+   * is over, a destination may have work due). Such a look leaves the scan above to its own reasons:
+   * the webhook deliveries of every worker ask every 100 ms while none is due, and each scan it
+   * brought along tested every PENDING row behind the busy keys again (a tenth of a 10-key drain).
+   */
+  #limitedLookWanted = false;
   #lastScanShort = false;
   #lastScanAt = 0;
   /** Ended attempts whose key's next operation was started by their own finish (their slot is taken). */
@@ -164,7 +171,11 @@ export class Worker {
       registry: this.#registry,
       typeCaps: options.typeConcurrency ?? {},
       pollIntervalMs: this.#pollIntervalMs,
-      wakeAt: (at) => this.notifyAt(at),
+      wakeAt: (at) =>
+        this.#at(at, () => {
+          this.#limitedLookWanted = true;
+          this.#wake.notify();
+        }),
     });
     this.#reports = createResourceReports({ db: this.#db, log: this.#log });
     this.#counts = createTypeCounter({ db: this.#db, worker: this.id, logger: this.#log, now: this.#now });
@@ -214,9 +225,14 @@ export class Worker {
 
   /** Wakes the worker at `at` (a retry or a scheduled run); a no-op for instants already past. */
   notifyAt(at: Date): void {
+    this.#at(at, () => this.notify());
+  }
+
+  /** Runs `fn` at `at`, or now for instants already past. */
+  #at(at: Date, fn: () => void): void {
     const delay = at.getTime() - this.#now().getTime();
-    if (delay <= 0) return this.notify();
-    setTimeout(() => this.notify(), Math.min(delay, 2 ** 31 - 1)).unref();
+    if (delay <= 0) return fn();
+    setTimeout(fn, Math.min(delay, 2 ** 31 - 1)).unref();
   }
 
   /**
@@ -283,11 +299,16 @@ export class Worker {
    */
   async #claimOnce(): Promise<void> {
     const recent = Date.now() - this.#lastScanAt < this.#pollIntervalMs;
-    if (!this.#scanWanted && this.#lastScanShort && recent) return;
-    this.#scanWanted = false;
-    this.#lastScanAt = Date.now();
-    this.#lastScanShort = false;
+    const scan = this.#scanWanted || !this.#lastScanShort || !recent;
+    if (!scan && !this.#limitedLookWanted) return;
+    this.#limitedLookWanted = false;
+    if (scan) {
+      this.#scanWanted = false;
+      this.#lastScanAt = Date.now();
+      this.#lastScanShort = false;
+    }
     for (const group of this.#groups.groups) {
+      if (!scan && group.kind === 'free') continue;
       if (!this.#groups.due(group, this.#now().getTime())) continue;
       const limit = this.freeSlots();
       if (limit <= 0) break;
