@@ -136,7 +136,8 @@ export class Worker {
    * Whether a group with limits of its own asked to be looked at again (a rate window ends, a pause
    * is over, a destination may have work due). Such a look leaves the scan above to its own reasons:
    * the webhook deliveries of every worker ask every 100 ms while none is due, and each scan it
-   * brought along tested every PENDING row behind the busy keys again (a tenth of a 10-key drain).
+   * brought along tested every PENDING row behind the busy keys again (about 15 scans of 14 ms in
+   * a 10-key drain of 2,000 that took 1.3 s).
    */
   #limitedLookWanted = false;
   #lastScanShort = false;
