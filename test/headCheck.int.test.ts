@@ -50,7 +50,7 @@ describeEachBackend('the head-of-key check', (db) => {
     return { key, ids };
   }
 
-  it('reads as few pages for the head of a key with thousands waiting behind it as for a lone operation', async () => {
+  it('reads a bounded number of pages for a key with thousands waiting, at its head and behind it', async () => {
     const type = uniqueId('type');
     const { ids } = await keyWithBacklog(type);
     const head = await pagesRead(db(), `SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey()}`, [ids[0]]);
