@@ -4,6 +4,7 @@ import { acceptOperations } from '../src/store/acceptOperations.js';
 import { CLAIM_LOCK_NAMESPACE } from '../src/store/claimOperations.js';
 import type { Queryable } from '../src/store/db.js';
 import { isHeadOfKey } from '../src/store/headOfKey.js';
+import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
 import { describeEachBackend } from './support/backends.js';
 import { uniqueId } from './support/helpers.js';
 
@@ -78,6 +79,31 @@ describeEachBackend('the head-of-key check', (db) => {
     assert.ok(read <= PAGES, `the claim read ${read} pages`);
   });
 
+  it('a claim reads a bounded number of pages past a key whose head runs, however many wait behind it', async () => {
+    const type = uniqueId('type');
+    const { ids } = await keyWithBacklog(type, 10);
+    await db().query(`UPDATE operations SET state = 'PROCESSING' WHERE id = $1`, [ids[0]]);
+    const idle = uniqueId('type');
+    const now = new Date();
+    const leaseEnds = new Date(now.getTime() + 30_000);
+    const claimSql = 'SELECT id FROM opsd_claim($1, 1, $2, $3, $4, $5, $6, $7)';
+    const claimParams = (types: string[]) => [now, types, [], 'w2', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+    const { baseline, read } = await db().withSession(async (session) => {
+      await session.query(claimSql, claimParams([idle]));
+      // The same scan with every row passed over by its type: what any claim pays to walk the PENDING rows.
+      const baseline = await pagesRead(session, claimSql, claimParams([idle]));
+      return { baseline, read: await pagesRead(session, claimSql, claimParams([type])) };
+    });
+    const { rows } = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PENDING'`, [type]);
+    assert.equal(rows[0]?.n, BACKLOG - 1, 'nothing behind the running head was claimed');
+    assert.ok(read - baseline <= PAGES, `the ${BACKLOG - 1} behind the running head cost the claim ${read - baseline} pages more than rows of a type it passes over (${baseline})`);
+    const headsOf = `SELECT o.id FROM operations o WHERE o.state = 'PENDING' AND o.type = $1 AND ${isHeadOfKey()}`;
+    const found = await db().query(headsOf, [type]);
+    assert.equal(found.rows.length, 0, 'no head of the key is found while its head runs');
+    const scanned = (await pagesRead(db(), headsOf, [type])) - (await pagesRead(db(), headsOf, [idle]));
+    assert.ok(scanned <= PAGES, `a look for heads among the ${BACKLOG - 1} cost ${scanned} pages more than among none`);
+  });
+
   it('the start of a successor, the running one left out, reads a bounded number of pages', async () => {
     const type = uniqueId('type');
     const { ids } = await keyWithBacklog(type);
@@ -88,5 +114,77 @@ describeEachBackend('the head-of-key check', (db) => {
     assert.equal(rows.length, 1, 'the successor is the head once the running one is left out');
     const blocked = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey()}`, [ids[1]]);
     assert.equal(blocked.rows.length, 0, 'nothing starts beside the running one');
+  });
+});
+
+/** Keys in the second suite, and operations on each: statistics that expect hundreds of rows per key. */
+const FEW_KEYS = 10;
+const ON_EACH = 500;
+
+/**
+ * On statistics that expect many operations per key, the planner once answered "the key's first
+ * active operation" by walking every operation in acceptance order until one of the key's came up:
+ * thousands of pages for each row checked, 10 million for one claim past 5,000 waiting. The probe
+ * asks for the first entry at or after the key in the active-key index, an order no other index has.
+ */
+describeEachBackend('the head-of-key check on a few keys with many waiting on each', (db) => {
+  async function fewKeys(type: string): Promise<string[][]> {
+    const keys: string[][] = [];
+    for (let k = 0; k < FEW_KEYS; k += 1) {
+      const key = uniqueId('key');
+      keys.push(await accept(db(), ON_EACH, () => ({ type, orderingKey: key })));
+    }
+    await db().query('ANALYZE operations');
+    return keys;
+  }
+
+  it('reads a bounded number of pages for an operation behind the head of the last key accepted', async () => {
+    const keys = await fewKeys(uniqueId('type'));
+    const last = keys[FEW_KEYS - 1]!;
+    const read = await pagesRead(db(), `SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey()}`, [last[1]]);
+    assert.ok(read <= PAGES, `the check read ${read} pages`);
+    const { rows } = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey()}`, [last[0]]);
+    assert.equal(rows.length, 1, 'the first of the key is its head');
+  });
+
+  it('a claim past keys whose heads wait out a backoff reads a few pages for each operation behind them', async () => {
+    const type = uniqueId('type');
+    const keys = await fewKeys(type);
+    await db().query(`UPDATE operations SET run_at = now() + interval '1 hour' WHERE id = ANY($1::uuid[])`, [keys.map((ids) => ids[0])]);
+    const now = new Date();
+    const leaseEnds = new Date(now.getTime() + 30_000);
+    const claimSql = 'SELECT id FROM opsd_claim($1, 100, $2, $3, $4, $5, $6, $7)';
+    const claimParams = (types: string[]) => [now, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+    const idle = uniqueId('type');
+    const { baseline, read, claimed } = await db().withSession(async (session) => {
+      await session.query(claimSql, claimParams([idle]));
+      const baseline = await pagesRead(session, claimSql, claimParams([idle]));
+      const read = await pagesRead(session, claimSql, claimParams([type]));
+      const { rows } = await session.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
+      return { baseline, read, claimed: rows[0]?.n };
+    });
+    assert.equal(claimed, 0, 'nothing behind a waiting head was claimed');
+    const behind = FEW_KEYS * (ON_EACH - 1);
+    assert.ok(read - baseline <= 8 * behind, `the claim read ${read - baseline} pages more than one that passes every row over, for ${behind} behind waiting heads`);
+  });
+
+  it('looks up the next operation on a key in a bounded number of pages, when many keys came after the last ANALYZE', async () => {
+    await fewKeys(uniqueId('type'));
+    const type = uniqueId('type');
+    // Of a higher priority, so that a claim comes to them first.
+    const burst = await accept(db(), 20_000, () => ({ type, orderingKey: uniqueId('key'), priority: 10 }));
+    const read = await pagesRead(db(), `SELECT ${NEXT_ON_KEY} FROM operations o WHERE o.id = $1`, [burst[0]]);
+    assert.ok(read <= PAGES, `the look-up of the next on a key with nothing behind read ${read} pages`);
+    const now = new Date();
+    const leaseEnds = new Date(now.getTime() + 30_000);
+    const claimSql = 'SELECT id, next FROM opsd_claim($1, 100, $2, $3, $4, $5, $6, $7)';
+    const claimParams = (types: string[]) => [now, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+    const claimed = await db().withSession(async (session) => {
+      await session.query(claimSql, claimParams([uniqueId('type')]));
+      return pagesRead(session, claimSql, claimParams([type]));
+    });
+    // About 36 pages for each operation started (its row's new version in each index, its event,
+    // the probes); a look-up of the next that walked to the end of the table read 18,000 for each.
+    assert.ok(claimed <= 100 * 100, `a claim of 100 read ${claimed} pages`);
   });
 });

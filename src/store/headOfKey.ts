@@ -1,9 +1,9 @@
 /**
- * The per-key order rule, as SQL on an `operations` row aliased `o`: nothing accepted earlier on
- * its ordering key is still active, and nothing on its key is running. The second clause also
- * covers an earlier operation whose insert committed late. Dispatch and successor starts use this
- * definition; the claim function `opsd_claim` (migrations/007) spells out the same clauses, so a
- * change here is a new migration there too.
+ * The per-key order rule, as SQL on an `operations` row aliased `o`: nothing on its key is running,
+ * and nothing accepted earlier on its key is still active. The first clause also covers an earlier
+ * operation whose insert committed late. Dispatch and successor starts use this definition; the
+ * claim function `opsd_claim` (migrations/008) spells out the same clauses, so a change here is a
+ * new migration there too.
  *
  * `o` must be active itself; `except`: a query of ids to leave out (operations ending in the same
  * statement).
@@ -11,22 +11,27 @@
  * Two probes, each bounded by what is ahead of or running on the key, never by what waits behind.
  * As one probe with `seq < o.seq OR running`, the check walked the key's whole backlog to rule out
  * something running behind (1,900 pages for the head of a key with 2,000 waiting, test/headCheck).
- * - The first active operation on the key is this one: the first live entry of the key in the
- *   active-key index. Asked as "nothing earlier is active", the planner costs the probe by the
- *   first match it expects and may pick a scan that, for a head (which has none), reads the table.
- * - Nothing on the key runs: the index of running operations by key (migration 007). `OFFSET 0`
- *   keeps it a probe per row: pulled up into an anti-join, on statistics that lag a queue table's
- *   bursts, the check hashed every active row (5.7 ms of a 7 ms claim of 100 with 20,000 PENDING,
- *   against 0.2 ms as probes).
+ * - Nothing on the key runs: the index of running operations by key (migration 007). Asked first:
+ *   a scan meets every operation queued behind a running one, and this check turns each away
+ *   without the next probe (4 pages a row, test/headCheck). Inside a CASE the planner keeps that
+ *   order, and it cannot pull the check up into an anti-join, which on statistics that lag a queue
+ *   table's bursts once hashed every active row; it can make it one hash of the running keys, which
+ *   what runs bounds.
+ * - The first active operation on the key is this one: the first entry at or after the operation's
+ *   key in the active-key index, `(ordering_key, seq)`. Asked as `ordering_key = k ORDER BY seq`, the
+ *   planner could answer by walking the seq index until a row of the key came up, on statistics
+ *   that expect many rows per key (34 million pages for one claim, test/headCheck); no other index
+ *   has this order. Asked as "nothing earlier is active", it costs the probe by the first match it
+ *   expects and may pick a scan that, for a head (which has none), reads the table.
  */
 export function isHeadOfKey(except?: string): string {
   const leftOut = except ? `AND p.id NOT IN (${except})` : '';
-  return `o.seq = (
-    SELECT p.seq FROM operations p
-    WHERE p.ordering_key = o.ordering_key AND p.state IN ('PENDING', 'PROCESSING') ${leftOut}
-    ORDER BY p.seq LIMIT 1)
-  AND NOT EXISTS (
-    SELECT 1 FROM operations p
-    WHERE p.ordering_key = o.ordering_key AND p.state = 'PROCESSING' ${leftOut}
-    OFFSET 0)`;
+  return `CASE WHEN NOT EXISTS (
+      SELECT 1 FROM operations p
+      WHERE p.ordering_key = o.ordering_key AND p.state = 'PROCESSING' ${leftOut})
+    THEN (o.ordering_key, o.seq) = (
+      SELECT p.ordering_key, p.seq FROM operations p
+      WHERE p.ordering_key >= o.ordering_key AND p.state IN ('PENDING', 'PROCESSING') ${leftOut}
+      ORDER BY p.ordering_key, p.seq LIMIT 1)
+    ELSE false END`;
 }
