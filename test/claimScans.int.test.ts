@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { acceptOperations } from '../src/store/acceptOperations.js';
+import { CLAIM_LOCK_NAMESPACE } from '../src/store/claimOperations.js';
 import { sqlText, type Db, type Queryable } from '../src/store/db.js';
 import { getOperation } from '../src/store/readOperations.js';
 import { registerWebhookDeliveries } from '../src/webhooks/deliveryDestinations.js';
@@ -78,5 +79,148 @@ describeEachBackend('claim scans', (db) => {
       release.open();
       await worker.stop(1000);
     }
+  });
+});
+
+/** Accepts `count` operations of `type`, one key each or all on `key`, in batches. */
+async function acceptMany(db: Db, count: number, item: { type: string; key?: string; priority?: number }): Promise<string[]> {
+  const ids: string[] = [];
+  for (let from = 0; from < count; from += 500) {
+    const items = Array.from({ length: Math.min(500, count - from) }, () => ({
+      externalId: uniqueId(),
+      type: item.type,
+      payload: {},
+      orderingKey: item.key ?? uniqueId('key'),
+      maxAttempts: 1,
+      priority: item.priority ?? 0,
+    }));
+    ids.push(...(await acceptOperations(db, items, new Date(Date.now() - 1000))).map((r) => r.operation.id));
+  }
+  return ids;
+}
+
+/** Puts the head of every key with operations of `type` out of reach for an hour, as a retry's backoff does. */
+async function deferHeads(db: Db, type: string): Promise<void> {
+  await db.query(
+    `UPDATE operations SET run_at = now() + interval '1 hour'
+     WHERE id IN (SELECT DISTINCT ON (ordering_key) id FROM operations WHERE type = $1 ORDER BY ordering_key, seq)`,
+    [type],
+  );
+}
+
+const CLAIM = 'SELECT id FROM opsd_claim($1, $2, $3, $4, $5, $6, $7, $8)';
+const claimParams = (types: string[], limit = 1) => {
+  const now = new Date();
+  const leaseEnds = new Date(now.getTime() + 30_000);
+  return [now, limit, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+};
+
+/** Shared pages the statement read, found in the buffer or not, from its plan's root. */
+async function pagesRead(db: Queryable, sql: string, params: readonly unknown[]): Promise<number> {
+  const { rows } = await db.query<{ 'QUERY PLAN': [{ Plan: Record<string, number> }] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql}`, params);
+  const plan = rows[0]!['QUERY PLAN'][0].Plan;
+  return (plan['Shared Hit Blocks'] ?? 0) + (plan['Shared Read Blocks'] ?? 0);
+}
+
+/** Operations queued behind each blocked head: a scan that tests them all reads four pages each. */
+const BEHIND = 500;
+/** Pages a claim may read past 10 blocked keys with BEHIND each: about 770 with a bounded scan, 20,000 when it tests every row. */
+const CLAIM_PAGES = 2_500;
+
+/**
+ * A claim's scan walks the PENDING rows in claim order; every row queued behind a head it cannot
+ * start now (a retry's backoff, a paused type) fails the head check at the cost of a probe. The scan
+ * tests a bounded number of rows, then looks key by key, so that a deep backlog behind such heads
+ * does not make every claim walk it (0.8 s a claim with 100,000 behind 10 keys). Past too many keys
+ * to visit, it walks them all as before: slower, never wrong.
+ */
+describeEachBackend('a claim past heads it cannot start', (db) => {
+  it('reads a bounded number of pages past its own busy keys, however many wait behind them', async () => {
+    const type = uniqueId('busy');
+    const keys = Array.from({ length: 10 }, () => uniqueId('key'));
+    // Of a low priority, so that the other tests' claims, which walk the PENDING rows in claim
+    // order, come to these last.
+    for (const key of keys) await acceptMany(db(), BEHIND, { type, key, priority: -5 });
+    await db().query(
+      `UPDATE operations SET state = 'PROCESSING'
+       WHERE id IN (SELECT DISTINCT ON (ordering_key) id FROM operations WHERE type = $1 ORDER BY ordering_key, seq)`,
+      [type],
+    );
+    const [target] = await acceptMany(db(), 1, { type, priority: -5 });
+    await db().query('ANALYZE operations');
+    const busy = (types: string[]) => {
+      const params = claimParams(types);
+      params[3] = keys;
+      return params;
+    };
+    const { read, claimed } = await db().withSession(async (session) => {
+      await session.query(CLAIM, busy([uniqueId('busy')]));
+      const read = await pagesRead(session, CLAIM, busy([type]));
+      const { rows } = await session.query<{ id: string }>(`SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING' AND NOT (ordering_key = ANY($2))`, [type, keys]);
+      return { read, claimed: rows.map((r) => r.id) };
+    });
+    assert.deepEqual(claimed, [target], 'the claim took the head past the busy keys');
+    assert.ok(read <= CLAIM_PAGES, `the claim read ${read} pages past ${10 * (BEHIND - 1)} queued behind its 10 busy keys`);
+  });
+
+  it('reads a bounded number of pages however many wait behind them, and still takes the best head past them', async () => {
+    const type = uniqueId('deferred');
+    for (let key = 0; key < 10; key += 1) await acceptMany(db(), BEHIND, { type, key: uniqueId('key') });
+    await deferHeads(db(), type);
+    const [lower] = await acceptMany(db(), 1, { type, priority: -1 });
+    const [higher] = await acceptMany(db(), 1, { type });
+    // The same path on a smaller backlog first: a session's first call reads the catalog to plan each statement.
+    const warmUp = uniqueId('deferred');
+    await acceptMany(db(), 150, { type: warmUp, key: uniqueId('key') });
+    await deferHeads(db(), warmUp);
+    await db().query('ANALYZE operations');
+    const { read, first, second } = await db().withSession(async (session) => {
+      await session.query(CLAIM, claimParams([warmUp]));
+      const read = await pagesRead(session, CLAIM, claimParams([type]));
+      const { rows } = await session.query<{ id: string }>(
+        `SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING' ORDER BY updated_at, seq`,
+        [type],
+      );
+      const next = await session.query<{ id: string }>(CLAIM, claimParams([type]));
+      return { read, first: rows.map((r) => r.id), second: next.rows.map((r) => r.id) };
+    });
+    assert.deepEqual(first, [higher], 'the claim took the head of higher priority, accepted after the other');
+    assert.deepEqual(second, [lower], 'the next claim took the other');
+    assert.ok(read <= CLAIM_PAGES, `the claim read ${read} pages past ${10 * (BEHIND - 1)} queued behind 10 deferred heads`);
+  });
+
+  it('with more active keys than it visits, still finds a head past them all', async () => {
+    const type = uniqueId('deferred');
+    // Each key: a deferred head and one behind it; 1,100 keys, past the 1,000 a claim of one visits.
+    const keys = Array.from({ length: 1_100 }, () => uniqueId('key'));
+    for (const round of [0, 1]) {
+      for (let from = 0; from < keys.length; from += 500) {
+        const items = keys.slice(from, from + 500).map((key) => ({ externalId: uniqueId(), type, payload: {}, orderingKey: key, maxAttempts: 1 }));
+        await acceptOperations(db(), items, new Date(Date.now() - 1000 + round));
+      }
+    }
+    await deferHeads(db(), type);
+    const [target] = await acceptMany(db(), 1, { type });
+    const { rows } = await db().query<{ id: string }>(CLAIM, claimParams([type]));
+    assert.deepEqual(rows.map((r) => r.id), [target]);
+  });
+
+  it('claimers racing past blocked heads take each operation once, one per key, each its key\'s first', async () => {
+    const type = uniqueId('deferred');
+    for (let key = 0; key < 10; key += 1) await acceptMany(db(), 150, { type, key: uniqueId('key') });
+    await deferHeads(db(), type);
+    const firsts = new Set<string>();
+    for (let key = 0; key < 20; key += 1) {
+      const [first] = await acceptMany(db(), 3, { type, key: uniqueId('key') });
+      firsts.add(first!);
+    }
+    const claims = await Promise.all(Array.from({ length: 4 }, () => db().query<{ id: string; ordering_key: string }>(CLAIM.replace('SELECT id', 'SELECT id, ordering_key'), claimParams([type], 5))));
+    const claimed = claims.flatMap((c) => c.rows);
+    assert.ok(claimed.length > 0, 'the claims took something');
+    assert.equal(new Set(claimed.map((r) => r.id)).size, claimed.length, 'no operation was claimed twice');
+    assert.equal(new Set(claimed.map((r) => r.ordering_key)).size, claimed.length, 'no key had two claimed');
+    for (const { id } of claimed) assert.ok(firsts.has(id), `${id} is the first of its key`);
+    const { rows } = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
+    assert.equal(rows[0]?.n, claimed.length, 'what runs is what the claims returned');
   });
 });
