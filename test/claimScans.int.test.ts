@@ -2,35 +2,15 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { acceptOperations } from '../src/store/acceptOperations.js';
 import { CLAIM_LOCK_NAMESPACE } from '../src/store/claimOperations.js';
-import { sqlText, type Db, type Queryable } from '../src/store/db.js';
+import type { Db, Queryable } from '../src/store/db.js';
 import { getOperation } from '../src/store/readOperations.js';
 import { registerWebhookDeliveries } from '../src/webhooks/deliveryDestinations.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
 import { describeEachBackend } from './support/backends.js';
+import { countingStatements } from './support/countingDb.js';
 import { gate, testLogger, uniqueId, waitFor } from './support/helpers.js';
-
-/** The store as it is, counting the calls of the claim function (each one scans the PENDING rows). */
-function countingClaims(db: Db): { db: Db; claims: () => number } {
-  let claims = 0;
-  const counted = (q: Queryable): Queryable => ({
-    query: (sql, params) => {
-      if (sqlText(sql).includes('opsd_claim(')) claims += 1;
-      return q.query(sql, params);
-    },
-    exec: (sql) => q.exec(sql),
-  });
-  const wrapped: Db = {
-    ...counted(db),
-    kind: db.kind,
-    poolStats: () => db.poolStats(),
-    transaction: (fn) => db.transaction((tx) => fn(counted(tx))),
-    withSession: (fn) => db.withSession((session) => fn(counted(session))),
-    close: () => db.close(),
-  };
-  return { db: wrapped, claims: () => claims };
-}
 
 /**
  * A scan of the claimable work tests every PENDING row queued behind busy keys, so a worker scans
@@ -55,7 +35,8 @@ describeEachBackend('claim scans', (db) => {
       }),
     );
     registerWebhookDeliveries(registry, db(), {});
-    const { db: store, claims } = countingClaims(db());
+    // Each call of the claim function scans the PENDING rows.
+    const { db: store, count: claims } = countingStatements(db(), (sql) => sql.includes('opsd_claim('));
     const worker = new Worker({ db: store, registry, logger: testLogger(), pollIntervalMs: 10_000, concurrency: 10 });
     const key = uniqueId('key');
     const accepted = await acceptOperations(

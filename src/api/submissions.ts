@@ -73,14 +73,14 @@ export function createSubmissions(deps: {
     if (accepted.length === 0) return;
     for (const op of accepted) deps.backlog?.accepted(op.type, 1);
     for (const op of accepted) deps.logger.debug({ operation_id: op.id, external_id: op.externalId, type: op.type }, 'operation accepted');
-    deps.dispatcher.dispatch(accepted).catch((error: unknown) => {
+    (deps.dispatcher.notices?.rest ?? deps.dispatcher).dispatch(accepted).catch((error: unknown) => {
       deps.logger.warn({ err: error, count: accepted.length }, 'dispatch failed; the reconciler will pick these up');
     });
   }
 
-  /** Accepts and wakes workers for what it accepted. */
+  /** Accepts and wakes workers for what it accepted; by NOTIFY, in the accepting statement itself. */
   async function acceptAndDispatch(items: NewOperation[]): Promise<AcceptResult[]> {
-    const results = await acceptOperations(db, items, now());
+    const results = await acceptOperations(db, items, now(), { announceOn: deps.dispatcher.notices?.channel });
     dispatchAccepted(results);
     return results;
   }

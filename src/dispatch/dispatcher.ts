@@ -14,6 +14,12 @@ export interface Dispatcher {
   dispatch(operations: readonly DispatchTarget[], cause?: string): Promise<void>;
   /** `degraded` while wake-ups fail (the queue is unreachable): operations wait for the reconciler or a poll. */
   health(): DispatchHealth;
+  /**
+   * Set where other processes are woken by NOTIFY on the store: an accept can send the notices on
+   * `channel` in its own statement (acceptOperations' `announceOn`), and then dispatches its
+   * operations to `rest` alone (this process's own wake-up, if any).
+   */
+  readonly notices?: { channel: string; rest: Dispatcher };
   /** Jobs waiting, active and delayed on the queue of each of `types` (queue dispatchers only). */
   queueCounts?(types: readonly string[]): Promise<Record<string, Record<'waiting' | 'active' | 'delayed', number>>>;
   close(): Promise<void>;
@@ -53,8 +59,17 @@ export function createInProcessDispatcher(target: Wakeable | null): Dispatcher {
 
 /** Hands every dispatch to each of `dispatchers` (a local wake-up and a NOTIFY to other processes). */
 export function fanOutDispatcher(kind: Dispatcher['kind'], dispatchers: readonly Dispatcher[]): Dispatcher {
+  const announcing = dispatchers.find((d) => d.notices);
   return {
     kind,
+    ...(announcing?.notices
+      ? {
+          notices: {
+            channel: announcing.notices.channel,
+            rest: fanOutDispatcher(kind, [...dispatchers.filter((d) => d !== announcing), announcing.notices.rest]),
+          },
+        }
+      : {}),
     async dispatch(operations, cause) {
       await Promise.all(dispatchers.map((d) => d.dispatch(operations, cause)));
     },

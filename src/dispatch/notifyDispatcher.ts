@@ -1,6 +1,6 @@
 import type { Db } from '../store/db.js';
 import type { DispatchTarget } from '../store/findClaimableHeads.js';
-import { alwaysHealthy, type Dispatcher } from './dispatcher.js';
+import { alwaysHealthy, createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
 
 /** The PostgreSQL channel on which processes without a queue connection announce accepted operations. */
 export const DISPATCH_CHANNEL = 'opsd_dispatch';
@@ -18,6 +18,7 @@ type Notice = [id: string, type: string, version: number, runAt: string];
 export function createNotifyDispatcher(db: Db): Dispatcher {
   return {
     kind: 'notify',
+    notices: { channel: DISPATCH_CHANNEL, rest: createInProcessDispatcher(null) },
     async dispatch(operations) {
       if (operations.length === 0) return;
       await db.query('SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice', [DISPATCH_CHANNEL, encodeDispatchNotices(operations)]);

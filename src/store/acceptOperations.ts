@@ -43,12 +43,21 @@ interface Candidate {
   eventRecord: Record<string, unknown>;
 }
 
+export interface AcceptOptions {
+  /**
+   * A NOTIFY channel on which the same statement announces what it inserted, delivered when it
+   * commits: a notice per 7,000 bytes of `[id, type, version, runAt]` entries, the format of
+   * src/dispatch/notifyDispatcher.ts.
+   */
+  announceOn?: string | undefined;
+}
+
 /**
  * Accepts a batch in one statement: inserts the operations that are new and their `received`
  * events together; `ON CONFLICT (external_id) DO NOTHING` makes concurrent identical submissions
  * race safely (the loser waits for the winner's commit, then reads its row).
  */
-export async function acceptOperations(db: Db, items: readonly NewOperation[], now: Date): Promise<AcceptResult[]> {
+export async function acceptOperations(db: Db, items: readonly NewOperation[], now: Date, options: AcceptOptions = {}): Promise<AcceptResult[]> {
   const at = now.toISOString();
   const hashes = items.map((item) => payloadHash(item.payload));
   const firstByExternalId = new Map<string, Candidate>();
@@ -79,7 +88,7 @@ export async function acceptOperations(db: Db, items: readonly NewOperation[], n
     candidates.push(candidate);
   });
 
-  const inserted = await retryTransient(() => insertNew(db, candidates));
+  const inserted = await retryTransient(() => insertNew(db, candidates, options.announceOn));
   const missing = candidates.filter((c) => !inserted.has(c.state.id)).map((c) => c.state.externalId);
   const existing = missing.length > 0 ? await findByExternalIds(db, missing) : new Map<string, Holder>();
 
@@ -128,7 +137,7 @@ async function retryTransient<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, number>> {
+async function insertNew(db: Db, candidates: Candidate[], announceOn: string | undefined): Promise<Map<string, number>> {
   const column = <T>(pick: (c: Candidate) => T) => candidates.map(pick);
   // One statement, so one implicit transaction and one round trip: both rows or neither. Arrays
   // through unnest: PostgreSQL parses one value per cell instead of a JSON document per row. The
@@ -136,7 +145,7 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
   // has every quote escaped by the driver and unescaped by the server. The payload travels once:
   // the server puts it back into the received event, whose jsonb is the same whatever the key order.
   const { rows } = await db.query<{ id: string; seq: string | number }>(
-    INSERT_NEW,
+    announceOn === undefined ? INSERT_NEW : INSERT_NEW_ANNOUNCED,
     [
       column((c) => c.state.id),
       column((c) => c.state.externalId),
@@ -155,6 +164,7 @@ async function insertNew(db: Db, candidates: Candidate[]): Promise<Map<string, n
       column((c) => c.eventRecord.type as string),
       JSON.stringify(column((c) => withoutPayload(c.eventRecord.data))),
       column((c) => c.state.priority),
+      ...(announceOn === undefined ? [] : [announceOn]),
     ],
   );
   return new Map(rows.map((row) => [row.id, Number(row.seq)]));
@@ -176,8 +186,7 @@ async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<str
   return new Map(rows.map((row) => [row.external_id, { operation: rowToOperation(row), requestedRunAt: row.requested_run_at }]));
 }
 
-const INSERT_NEW = prepared(
-  `WITH input AS (
+const INSERT_WITH = `WITH input AS (
          SELECT * FROM ROWS FROM (unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), jsonb_array_elements($4::jsonb),
                                   unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::int[]), unnest($9::int[]),
                                   unnest($10::timestamptz[]), unnest($11::bigint[]), unnest($12::int[]), unnest($13::timestamptz[]),
@@ -203,6 +212,25 @@ const INSERT_NEW = prepared(
          INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
          SELECT i.id, 1, i.event_type, i.event_data || jsonb_build_object('payload', i.payload), i.external_id, i.payload_hash, i.created_at
          FROM input i JOIN inserted USING (id) ORDER BY i.external_id
+       )`;
+
+const INSERT_NEW = prepared(`${INSERT_WITH} SELECT id, seq FROM inserted`);
+
+/**
+ * The same, announcing the rows inserted on channel $18: one round trip and one transaction fewer
+ * than a NOTIFY of its own. Notices break every 7,000 bytes of entries; an entry holds at most 128
+ * characters of type, under 900 bytes escaped, so each notice stays under PostgreSQL's 8,000.
+ * The filter makes the statement read `announced`, which it would otherwise leave out.
+ */
+const INSERT_NEW_ANNOUNCED = prepared(
+  `${INSERT_WITH}, announced AS (
+         SELECT pg_notify($18, '[' || string_agg(entry, ',' ORDER BY ord) || ']')
+         FROM (
+           SELECT entry, ord, sum(octet_length(entry) + 1) OVER (ORDER BY ord) AS upto
+           FROM (SELECT json_build_array(i.id, i.type, i.version, i.run_at)::text AS entry, i.ord
+                 FROM input i JOIN inserted USING (id)) entries
+         ) sized
+         GROUP BY (upto - 1) / 7000
        )
-       SELECT id, seq FROM inserted`,
+       SELECT id, seq FROM inserted WHERE (SELECT count(*) FROM announced) >= 0`,
 );
