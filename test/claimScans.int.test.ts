@@ -2,13 +2,15 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { acceptOperations } from '../src/store/acceptOperations.js';
 import { CLAIM_LOCK_NAMESPACE } from '../src/store/claimOperations.js';
-import type { Db, Queryable } from '../src/store/db.js';
+import type { Db } from '../src/store/db.js';
 import { getOperation } from '../src/store/readOperations.js';
 import { registerWebhookDeliveries } from '../src/webhooks/deliveryDestinations.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
+import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
+import { pagesRead } from './support/pagesRead.js';
 import { countingStatements } from './support/countingDb.js';
 import { gate, testLogger, uniqueId, waitFor } from './support/helpers.js';
 
@@ -63,23 +65,6 @@ describeEachBackend('claim scans', (db) => {
   });
 });
 
-/** Accepts `count` operations of `type`, one key each or all on `key`, in batches. */
-async function acceptMany(db: Db, count: number, item: { type: string; key?: string; priority?: number }): Promise<string[]> {
-  const ids: string[] = [];
-  for (let from = 0; from < count; from += 500) {
-    const items = Array.from({ length: Math.min(500, count - from) }, () => ({
-      externalId: uniqueId(),
-      type: item.type,
-      payload: {},
-      orderingKey: item.key ?? uniqueId('key'),
-      maxAttempts: 1,
-      priority: item.priority ?? 0,
-    }));
-    ids.push(...(await acceptOperations(db, items, new Date(Date.now() - 1000))).map((r) => r.operation.id));
-  }
-  return ids;
-}
-
 /** Puts the head of every key with operations of `type` out of reach for an hour, as a retry's backoff does. */
 async function deferHeads(db: Db, type: string): Promise<void> {
   await db.query(
@@ -95,13 +80,6 @@ const claimParams = (types: string[], limit = 1) => {
   const leaseEnds = new Date(now.getTime() + 30_000);
   return [now, limit, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
 };
-
-/** Shared pages the statement read, found in the buffer or not, from its plan's root. */
-async function pagesRead(db: Queryable, sql: string, params: readonly unknown[]): Promise<number> {
-  const { rows } = await db.query<{ 'QUERY PLAN': [{ Plan: Record<string, number> }] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql}`, params);
-  const plan = rows[0]!['QUERY PLAN'][0].Plan;
-  return (plan['Shared Hit Blocks'] ?? 0) + (plan['Shared Read Blocks'] ?? 0);
-}
 
 /** Operations queued behind each blocked head: a scan that tests them all reads four pages each. */
 const BEHIND = 500;
@@ -121,13 +99,13 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
     const keys = Array.from({ length: 10 }, () => uniqueId('key'));
     // Of a low priority, so that the other tests' claims, which walk the PENDING rows in claim
     // order, come to these last.
-    for (const key of keys) await acceptMany(db(), BEHIND, { type, key, priority: -5 });
+    for (const key of keys) await acceptMany(db(), BEHIND, () => ({ type, orderingKey: key, priority: -5 }));
     await db().query(
       `UPDATE operations SET state = 'PROCESSING'
        WHERE id IN (SELECT DISTINCT ON (ordering_key) id FROM operations WHERE type = $1 ORDER BY ordering_key, seq)`,
       [type],
     );
-    const [target] = await acceptMany(db(), 1, { type, priority: -5 });
+    const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key'), priority: -5 }));
     await db().query('ANALYZE operations');
     const busy = (types: string[]) => {
       const params = claimParams(types);
@@ -146,13 +124,17 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
 
   it('reads a bounded number of pages however many wait behind them, and still takes the best head past them', async () => {
     const type = uniqueId('deferred');
-    for (let key = 0; key < 10; key += 1) await acceptMany(db(), BEHIND, { type, key: uniqueId('key') });
+    for (let k = 0; k < 10; k += 1) {
+      const key = uniqueId('key');
+      await acceptMany(db(), BEHIND, () => ({ type, orderingKey: key }));
+    }
     await deferHeads(db(), type);
-    const [lower] = await acceptMany(db(), 1, { type, priority: -1 });
-    const [higher] = await acceptMany(db(), 1, { type });
+    const [lower] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key'), priority: -1 }));
+    const [higher] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key') }));
     // The same path on a smaller backlog first: a session's first call reads the catalog to plan each statement.
     const warmUp = uniqueId('deferred');
-    await acceptMany(db(), 150, { type: warmUp, key: uniqueId('key') });
+    const warmUpKey = uniqueId('key');
+    await acceptMany(db(), 150, () => ({ type: warmUp, orderingKey: warmUpKey }));
     await deferHeads(db(), warmUp);
     await db().query('ANALYZE operations');
     const { read, first, second } = await db().withSession(async (session) => {
@@ -181,18 +163,22 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
       }
     }
     await deferHeads(db(), type);
-    const [target] = await acceptMany(db(), 1, { type });
+    const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key') }));
     const { rows } = await db().query<{ id: string }>(CLAIM, claimParams([type]));
     assert.deepEqual(rows.map((r) => r.id), [target]);
   });
 
   it('claimers racing past blocked heads take each operation once, one per key, each its key\'s first', async () => {
     const type = uniqueId('deferred');
-    for (let key = 0; key < 10; key += 1) await acceptMany(db(), 150, { type, key: uniqueId('key') });
+    for (let k = 0; k < 10; k += 1) {
+      const key = uniqueId('key');
+      await acceptMany(db(), 150, () => ({ type, orderingKey: key }));
+    }
     await deferHeads(db(), type);
     const firsts = new Set<string>();
     for (let key = 0; key < 20; key += 1) {
-      const [first] = await acceptMany(db(), 3, { type, key: uniqueId('key') });
+      const key = uniqueId('key');
+      const [first] = await acceptMany(db(), 3, () => ({ type, orderingKey: key }));
       firsts.add(first!);
     }
     const claims = await Promise.all(Array.from({ length: 4 }, () => db().query<{ id: string; ordering_key: string }>(CLAIM.replace('SELECT id', 'SELECT id, ordering_key'), claimParams([type], 5))));

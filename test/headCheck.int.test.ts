@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { acceptOperations } from '../src/store/acceptOperations.js';
 import { CLAIM_LOCK_NAMESPACE } from '../src/store/claimOperations.js';
-import type { Queryable } from '../src/store/db.js';
 import { isHeadOfKey } from '../src/store/headOfKey.js';
 import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
+import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
+import { pagesRead } from './support/pagesRead.js';
 import { uniqueId } from './support/helpers.js';
 
 /** Operations waiting on one key: enough that a check walking them reads thousands of pages. */
@@ -18,22 +18,6 @@ const ELSEWHERE = 8_000;
 /** Pages a check of the head may read, whatever waits behind it (it reads a few dozen). */
 const PAGES = 150;
 
-async function accept(db: Parameters<typeof acceptOperations>[0], count: number, item: () => { type: string; orderingKey: string; priority?: number }): Promise<string[]> {
-  const ids: string[] = [];
-  for (let from = 0; from < count; from += 500) {
-    const items = Array.from({ length: Math.min(500, count - from) }, () => ({ externalId: uniqueId(), payload: {}, maxAttempts: 1, ...item() }));
-    ids.push(...(await acceptOperations(db, items, new Date(Date.now() - 1000))).map((r) => r.operation.id));
-  }
-  return ids;
-}
-
-/** Shared pages the statement read, found in the buffer or not, from its plan's root. */
-async function pagesRead(db: Queryable, sql: string, params: readonly unknown[]): Promise<number> {
-  const { rows } = await db.query<{ 'QUERY PLAN': [{ Plan: Record<string, number> }] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql}`, params);
-  const plan = rows[0]!['QUERY PLAN'][0].Plan;
-  return (plan['Shared Hit Blocks'] ?? 0) + (plan['Shared Read Blocks'] ?? 0);
-}
-
 /**
  * The per-key order check looks at what is ahead of an operation and at what runs on its key: its
  * cost must not grow with the backlog behind it, or a busy key's every start slows down as work
@@ -43,10 +27,10 @@ describeEachBackend('the head-of-key check', (db) => {
   let elsewhere: Promise<unknown> | null = null;
   /** `priority`: 10 puts the key ahead of every other test's in claim order. */
   async function keyWithBacklog(type: string, priority = 0): Promise<{ key: string; ids: string[] }> {
-    elsewhere ??= accept(db(), ELSEWHERE, () => ({ type: 'elsewhere', orderingKey: uniqueId('other'), priority: -10 }));
+    elsewhere ??= acceptMany(db(), ELSEWHERE, () => ({ type: 'elsewhere', orderingKey: uniqueId('other'), priority: -10 }));
     await elsewhere;
     const key = uniqueId('key');
-    const ids = await accept(db(), BACKLOG, () => ({ type, orderingKey: key, priority }));
+    const ids = await acceptMany(db(), BACKLOG, () => ({ type, orderingKey: key, priority }));
     await db().query('ANALYZE operations');
     return { key, ids };
   }
@@ -64,7 +48,7 @@ describeEachBackend('the head-of-key check', (db) => {
     const type = uniqueId('type');
     const { ids } = await keyWithBacklog(type, 10);
     const warmUp = uniqueId('type');
-    await accept(db(), 1, () => ({ type: warmUp, orderingKey: uniqueId('key'), priority: 10 }));
+    await acceptMany(db(), 1, () => ({ type: warmUp, orderingKey: uniqueId('key'), priority: 10 }));
     const now = new Date();
     const leaseEnds = new Date(now.getTime() + 30_000);
     const claimSql = 'SELECT id FROM opsd_claim($1, 1, $2, $3, $4, $5, $6, $7)';
@@ -132,7 +116,7 @@ describeEachBackend('the head-of-key check on a few keys with many waiting on ea
     const keys: string[][] = [];
     for (let k = 0; k < FEW_KEYS; k += 1) {
       const key = uniqueId('key');
-      keys.push(await accept(db(), ON_EACH, () => ({ type, orderingKey: key })));
+      keys.push(await acceptMany(db(), ON_EACH, () => ({ type, orderingKey: key })));
     }
     await db().query('ANALYZE operations');
     return keys;
@@ -172,7 +156,7 @@ describeEachBackend('the head-of-key check on a few keys with many waiting on ea
     await fewKeys(uniqueId('type'));
     const type = uniqueId('type');
     // Of a higher priority, so that a claim comes to them first.
-    const burst = await accept(db(), 20_000, () => ({ type, orderingKey: uniqueId('key'), priority: 10 }));
+    const burst = await acceptMany(db(), 20_000, () => ({ type, orderingKey: uniqueId('key'), priority: 10 }));
     const read = await pagesRead(db(), `SELECT ${NEXT_ON_KEY} FROM operations o WHERE o.id = $1`, [burst[0]]);
     assert.ok(read <= PAGES, `the look-up of the next on a key with nothing behind read ${read} pages`);
     const now = new Date();
