@@ -2,10 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
-import { createInProcessDispatcher } from '../src/dispatch/dispatcher.js';
+import { alwaysHealthy, createInProcessDispatcher, type Dispatcher } from '../src/dispatch/dispatcher.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
+import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { Worker } from '../src/worker/worker.js';
+import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
 import { testLogger, uniqueId, waitFor } from './support/helpers.js';
 
@@ -106,6 +108,33 @@ describeEachBackend('http api', (db) => {
     assertError(await post(`/v1/admin/types/${'a'.repeat(129)}/pause`), 414, 'OPSD_ERR_URI_TOO_LONG');
     assertError(await post('/v1/admin/types/a%00b/pause'), 400, 'OPSD_ERR_UNSTORABLE_TEXT');
     assert.deepEqual((await get('/v1/admin/resources')).json(), { resources: [] });
+  });
+
+  it('resuming a type wakes its due heads, however many heads of other types come first', async () => {
+    const resumed = uniqueId('resumed');
+    const registry = new HandlerRegistry().register(defineOperation({ type: resumed, handle: async () => null }) as never);
+    const woken: string[] = [];
+    const dispatcher: Dispatcher = {
+      kind: 'in-process',
+      async dispatch(targets) {
+        woken.push(...targets.map((t) => t.id));
+      },
+      health: alwaysHealthy,
+      async close() {},
+    };
+    const admin = buildApp({ db: db(), registry, dispatcher, logger: testLogger() });
+    await admin.ready();
+    try {
+      // Heads of a type nobody here runs, ahead in claim order: more than a wake-up takes at once.
+      const other = uniqueId('other');
+      await acceptMany(db(), 1_100, () => ({ type: other, orderingKey: uniqueId('key'), priority: 10 }));
+      const [waiting] = await acceptMany(db(), 1, () => ({ type: resumed, orderingKey: uniqueId('key') }));
+      assert.equal((await admin.inject({ method: 'POST', url: `/v1/admin/types/${resumed}/pause` })).statusCode, 200);
+      assert.equal((await admin.inject({ method: 'POST', url: `/v1/admin/types/${resumed}/resume` })).statusCode, 200);
+      assert.deepEqual(woken, [waiting]);
+    } finally {
+      await admin.close();
+    }
   });
 
   it('50 concurrent identical HTTP submissions make one operation', async () => {

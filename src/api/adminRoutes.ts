@@ -53,10 +53,13 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Db; regist
     return resource;
   };
   const typesOf = (resource: ResourceDefinition) => registry.types().filter((t) => registry.resourceOf(t)?.name === resource.name);
-  /** Wakes workers for what may run again: due heads of the types let go. */
+  /**
+   * Wakes workers for what may run again: the first 1,000 due heads of the types let go (a worker
+   * that takes them claims again while it finds work; the rest wait for a poll at most).
+   */
   const wake = async (types: readonly string[]) => {
-    const heads = await findClaimableHeads(db, { dueBy: deps.now(), limit: 1000 });
-    await deps.dispatcher.dispatch(heads.filter((h) => types.includes(h.type))).catch(() => {});
+    const heads = await findClaimableHeads(db, { dueBy: deps.now(), types, limit: 1000 });
+    await deps.dispatcher.dispatch(heads).catch(() => {});
   };
 
   for (const paused of [true, false]) {

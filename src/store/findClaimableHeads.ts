@@ -20,6 +20,8 @@ export async function findClaimableHeads(
   options: {
     /** Only heads due by then (`run_at <= dueBy`). */
     dueBy?: Date;
+    /** Only heads of these types. */
+    types?: readonly string[];
     limit: number;
   },
 ): Promise<DispatchTarget[]> {
@@ -27,10 +29,11 @@ export async function findClaimableHeads(
     `SELECT o.id, o.type, o.version, o.run_at FROM operations o
      WHERE o.state = 'PENDING'
        AND ($2::timestamptz IS NULL OR o.run_at <= $2)
+       AND ($3::text[] IS NULL OR o.type = ANY($3))
        AND ${isHeadOfKey()}
      ORDER BY (-o.priority), o.seq
      LIMIT $1`,
-    [options.limit, options.dueBy?.toISOString() ?? null],
+    [options.limit, options.dueBy?.toISOString() ?? null, options.types ? [...options.types] : null],
   );
   return rows.map((row) => ({ id: row.id, type: row.type, version: row.version, runAt: row.run_at.toISOString() }));
 }
