@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { acceptOperations } from '../src/store/acceptOperations.js';
-import { CLAIM_LOCK_NAMESPACE } from '../src/store/claimOperations.js';
 import type { Db } from '../src/store/db.js';
 import { getOperation } from '../src/store/readOperations.js';
 import { registerWebhookDeliveries } from '../src/webhooks/deliveryDestinations.js';
@@ -10,6 +9,7 @@ import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
 import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
+import { claimCall } from './support/claimCall.js';
 import { pagesRead } from './support/pagesRead.js';
 import { countingStatements } from './support/countingDb.js';
 import { gate, testLogger, uniqueId, waitFor } from './support/helpers.js';
@@ -65,21 +65,17 @@ describeEachBackend('claim scans', (db) => {
   });
 });
 
-/** Puts the head of every key with operations of `type` out of reach for an hour, as a retry's backoff does. */
-async function deferHeads(db: Db, type: string): Promise<void> {
+/** Sets `change` on the first operation of every key with operations of `type`: the head of each. */
+async function changeHeads(db: Db, type: string, change: string): Promise<void> {
   await db.query(
-    `UPDATE operations SET run_at = now() + interval '1 hour'
+    `UPDATE operations SET ${change}
      WHERE id IN (SELECT DISTINCT ON (ordering_key) id FROM operations WHERE type = $1 ORDER BY ordering_key, seq)`,
     [type],
   );
 }
 
-const CLAIM = 'SELECT id FROM opsd_claim($1, $2, $3, $4, $5, $6, $7, $8)';
-const claimParams = (types: string[], limit = 1) => {
-  const now = new Date();
-  const leaseEnds = new Date(now.getTime() + 30_000);
-  return [now, limit, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
-};
+/** Puts the head of every key with operations of `type` out of reach for an hour, as a retry's backoff does. */
+const deferHeads = (db: Db, type: string) => changeHeads(db, type, `run_at = now() + interval '1 hour'`);
 
 /** Operations queued behind each blocked head: a scan that tests them all reads four pages each. */
 const BEHIND = 500;
@@ -100,21 +96,13 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
     // Of a low priority, so that the other tests' claims, which walk the PENDING rows in claim
     // order, come to these last.
     for (const key of keys) await acceptMany(db(), BEHIND, () => ({ type, orderingKey: key, priority: -5 }));
-    await db().query(
-      `UPDATE operations SET state = 'PROCESSING'
-       WHERE id IN (SELECT DISTINCT ON (ordering_key) id FROM operations WHERE type = $1 ORDER BY ordering_key, seq)`,
-      [type],
-    );
+    await changeHeads(db(), type, `state = 'PROCESSING'`);
     const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key'), priority: -5 }));
     await db().query('ANALYZE operations');
-    const busy = (types: string[]) => {
-      const params = claimParams(types);
-      params[3] = keys;
-      return params;
-    };
+    const claim = (types: string[]) => claimCall({ types, busyKeys: keys });
     const { read, claimed } = await db().withSession(async (session) => {
-      await session.query(CLAIM, busy([uniqueId('busy')]));
-      const read = await pagesRead(session, CLAIM, busy([type]));
+      await session.query(...claim([uniqueId('busy')]));
+      const read = await pagesRead(session, ...claim([type]));
       const { rows } = await session.query<{ id: string }>(`SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING' AND NOT (ordering_key = ANY($2))`, [type, keys]);
       return { read, claimed: rows.map((r) => r.id) };
     });
@@ -138,13 +126,13 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
     await deferHeads(db(), warmUp);
     await db().query('ANALYZE operations');
     const { read, first, second } = await db().withSession(async (session) => {
-      await session.query(CLAIM, claimParams([warmUp]));
-      const read = await pagesRead(session, CLAIM, claimParams([type]));
+      await session.query(...claimCall({ types: [warmUp] }));
+      const read = await pagesRead(session, ...claimCall({ types: [type] }));
       const { rows } = await session.query<{ id: string }>(
         `SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING' ORDER BY updated_at, seq`,
         [type],
       );
-      const next = await session.query<{ id: string }>(CLAIM, claimParams([type]));
+      const next = await session.query<{ id: string }>(...claimCall({ types: [type] }));
       return { read, first: rows.map((r) => r.id), second: next.rows.map((r) => r.id) };
     });
     assert.deepEqual(first, [higher], 'the claim took the head of higher priority, accepted after the other');
@@ -164,7 +152,7 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
     }
     await deferHeads(db(), type);
     const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key') }));
-    const { rows } = await db().query<{ id: string }>(CLAIM, claimParams([type]));
+    const { rows } = await db().query<{ id: string }>(...claimCall({ types: [type] }));
     assert.deepEqual(rows.map((r) => r.id), [target]);
   });
 
@@ -181,7 +169,7 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
       const [first] = await acceptMany(db(), 3, () => ({ type, orderingKey: key }));
       firsts.add(first!);
     }
-    const claims = await Promise.all(Array.from({ length: 4 }, () => db().query<{ id: string; ordering_key: string }>(CLAIM.replace('SELECT id', 'SELECT id, ordering_key'), claimParams([type], 5))));
+    const claims = await Promise.all(Array.from({ length: 4 }, () => db().query<{ id: string; ordering_key: string }>(...claimCall({ types: [type], limit: 5, columns: 'id, ordering_key' }))));
     const claimed = claims.flatMap((c) => c.rows);
     assert.ok(claimed.length > 0, 'the claims took something');
     assert.equal(new Set(claimed.map((r) => r.id)).size, claimed.length, 'no operation was claimed twice');

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { CLAIM_LOCK_NAMESPACE } from '../src/store/claimOperations.js';
 import { isHeadOfKey } from '../src/store/headOfKey.js';
 import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
 import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
+import { claimCall } from './support/claimCall.js';
 import { pagesRead } from './support/pagesRead.js';
 import { uniqueId } from './support/helpers.js';
 
@@ -49,14 +49,11 @@ describeEachBackend('the head-of-key check', (db) => {
     const { ids } = await keyWithBacklog(type, 10);
     const warmUp = uniqueId('type');
     await acceptMany(db(), 1, () => ({ type: warmUp, orderingKey: uniqueId('key'), priority: 10 }));
-    const now = new Date();
-    const leaseEnds = new Date(now.getTime() + 30_000);
-    const claimSql = 'SELECT id FROM opsd_claim($1, 1, $2, $3, $4, $5, $6, $7)';
-    const claimParams = (types: string[]) => [now, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+    const claim = (types: string[]) => claimCall({ types, limit: 1 });
     const read = await db().withSession(async (session) => {
       // The session's first call reads the catalog to plan the function's statements.
-      await session.query(claimSql, claimParams([warmUp]));
-      return pagesRead(session, claimSql, claimParams([type]));
+      await session.query(...claim([warmUp]));
+      return pagesRead(session, ...claim([type]));
     });
     const { rows } = await db().query<{ state: string }>('SELECT state FROM operations WHERE id = $1', [ids[0]]);
     assert.equal(rows[0]?.state, 'PROCESSING', 'the claim started the head');
@@ -68,15 +65,12 @@ describeEachBackend('the head-of-key check', (db) => {
     const { ids } = await keyWithBacklog(type, 10);
     await db().query(`UPDATE operations SET state = 'PROCESSING' WHERE id = $1`, [ids[0]]);
     const idle = uniqueId('type');
-    const now = new Date();
-    const leaseEnds = new Date(now.getTime() + 30_000);
-    const claimSql = 'SELECT id FROM opsd_claim($1, 1, $2, $3, $4, $5, $6, $7)';
-    const claimParams = (types: string[]) => [now, types, [], 'w2', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+    const claim = (types: string[]) => claimCall({ types, limit: 1 });
     const { baseline, read } = await db().withSession(async (session) => {
-      await session.query(claimSql, claimParams([idle]));
+      await session.query(...claim([idle]));
       // The same scan with every row passed over by its type: what any claim pays to walk the PENDING rows.
-      const baseline = await pagesRead(session, claimSql, claimParams([idle]));
-      return { baseline, read: await pagesRead(session, claimSql, claimParams([type])) };
+      const baseline = await pagesRead(session, ...claim([idle]));
+      return { baseline, read: await pagesRead(session, ...claim([type])) };
     });
     const { rows } = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PENDING'`, [type]);
     assert.equal(rows[0]?.n, BACKLOG - 1, 'nothing behind the running head was claimed');
@@ -135,15 +129,12 @@ describeEachBackend('the head-of-key check on a few keys with many waiting on ea
     const type = uniqueId('type');
     const keys = await fewKeys(type);
     await db().query(`UPDATE operations SET run_at = now() + interval '1 hour' WHERE id = ANY($1::uuid[])`, [keys.map((ids) => ids[0])]);
-    const now = new Date();
-    const leaseEnds = new Date(now.getTime() + 30_000);
-    const claimSql = 'SELECT id FROM opsd_claim($1, 100, $2, $3, $4, $5, $6, $7)';
-    const claimParams = (types: string[]) => [now, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+    const claim = (types: string[]) => claimCall({ types, limit: 100 });
     const idle = uniqueId('type');
     const { baseline, read, claimed } = await db().withSession(async (session) => {
-      await session.query(claimSql, claimParams([idle]));
-      const baseline = await pagesRead(session, claimSql, claimParams([idle]));
-      const read = await pagesRead(session, claimSql, claimParams([type]));
+      await session.query(...claim([idle]));
+      const baseline = await pagesRead(session, ...claim([idle]));
+      const read = await pagesRead(session, ...claim([type]));
       const { rows } = await session.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
       return { baseline, read, claimed: rows[0]?.n };
     });
@@ -159,13 +150,10 @@ describeEachBackend('the head-of-key check on a few keys with many waiting on ea
     const burst = await acceptMany(db(), 20_000, () => ({ type, orderingKey: uniqueId('key'), priority: 10 }));
     const read = await pagesRead(db(), `SELECT ${NEXT_ON_KEY} FROM operations o WHERE o.id = $1`, [burst[0]]);
     assert.ok(read <= PAGES, `the look-up of the next on a key with nothing behind read ${read} pages`);
-    const now = new Date();
-    const leaseEnds = new Date(now.getTime() + 30_000);
-    const claimSql = 'SELECT id, next FROM opsd_claim($1, 100, $2, $3, $4, $5, $6, $7)';
-    const claimParams = (types: string[]) => [now, types, [], 'w1', leaseEnds, leaseEnds.toISOString(), CLAIM_LOCK_NAMESPACE];
+    const claim = (types: string[]) => claimCall({ types, limit: 100, columns: 'id, next' });
     const claimed = await db().withSession(async (session) => {
-      await session.query(claimSql, claimParams([uniqueId('type')]));
-      return pagesRead(session, claimSql, claimParams([type]));
+      await session.query(...claim([uniqueId('type')]));
+      return pagesRead(session, ...claim([type]));
     });
     // About 36 pages for each operation started (its row's new version in each index, its event,
     // the probes); a look-up of the next that walked to the end of the table read 18,000 for each.
