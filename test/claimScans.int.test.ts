@@ -178,4 +178,27 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
     const { rows } = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
     assert.equal(rows[0]?.n, claimed.length, 'what runs is what the claims returned');
   });
+
+  it('reads a bounded number of pages past operations scheduled for later and of types it does not run', async () => {
+    const type = uniqueId('due');
+    const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
+    // Of a higher priority than the rest of this file's, so that the claim comes to them first.
+    await acceptMany(db(), AHEAD, () => ({ type, orderingKey: uniqueId('key'), priority: 5, runAt: tomorrow }));
+    await acceptMany(db(), AHEAD, () => ({ type: uniqueId('other'), orderingKey: uniqueId('key'), priority: 5 }));
+    const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key'), priority: 5 }));
+    await db().query('ANALYZE operations');
+    const { read, claimed } = await db().withSession(async (session) => {
+      await session.query(...claimCall({ types: [uniqueId('due')] }));
+      const read = await pagesRead(session, ...claimCall({ types: [type] }));
+      const { rows } = await session.query<{ id: string }>(`SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
+      return { read, claimed: rows.map((r) => r.id) };
+    });
+    assert.deepEqual(claimed, [target], 'the claim took the one due operation of its type');
+    assert.ok(read <= SCHEDULED_PAGES, `the claim read ${read} pages past ${2 * AHEAD} operations scheduled for later or of another type`);
+  });
 });
+
+/** Operations scheduled for later, and of another type, ahead of a due one in claim order. */
+const AHEAD = 3_000;
+/** Pages a claim may read past them: about 490 with a first pass bounded by the rows it passes, 5,900 when it walks them all. */
+const SCHEDULED_PAGES = 1_500;

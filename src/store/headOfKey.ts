@@ -2,7 +2,7 @@
  * The per-key order rule, as SQL on an `operations` row aliased `o`: nothing on its key is running,
  * and nothing accepted earlier on its key is still active. The first clause also covers an earlier
  * operation whose insert committed late. Dispatch and successor starts use this definition; the
- * claim function `opsd_claim` (migrations/009) spells out the same clauses, so a change here is a
+ * claim function `opsd_claim` (migrations/010) spells out the same clauses, so a change here is a
  * new migration there too.
  *
  * `o` must be active itself; `except`: a query of ids to leave out (operations ending in the same

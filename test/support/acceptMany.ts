@@ -3,7 +3,7 @@ import type { Db } from '../../src/store/db.js';
 import { uniqueId } from './helpers.js';
 
 /** Accepts `count` operations in batches of 500, each made by `item` (called once per operation); their ids, in order. */
-export async function acceptMany(db: Db, count: number, item: () => { type: string; orderingKey: string; priority?: number }): Promise<string[]> {
+export async function acceptMany(db: Db, count: number, item: () => { type: string; orderingKey: string; priority?: number; runAt?: string }): Promise<string[]> {
   const ids: string[] = [];
   for (let from = 0; from < count; from += 500) {
     const items = Array.from({ length: Math.min(500, count - from) }, () => ({ externalId: uniqueId(), payload: {}, maxAttempts: 1, ...item() }));
