@@ -1,5 +1,4 @@
 import type { Queryable } from './db.js';
-import { isHeadOfKey } from './headOfKey.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 import { isUuid } from '../domain/uuid.js';
 
@@ -68,23 +67,6 @@ export async function subscriptionUrls(db: Queryable, ids: readonly string[]): P
   if (candidates.length === 0) return new Map();
   const { rows } = await db.query<{ id: string; url: string }>('SELECT id, url FROM opsd_subscriptions WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL', [candidates]);
   return new Map(rows.map((row) => [row.id, row.url]));
-}
-
-/**
- * Keys of deliveries whose head is due and may start (nothing earlier on the key still active,
- * nothing on it running), oldest first, on the index of pending deliveries (migration 006).
- */
-export async function dueDeliveryKeys(db: Queryable, options: { now: Date; busyKeys: readonly string[]; limit: number }): Promise<string[]> {
-  const { rows } = await db.query<{ ordering_key: string }>(
-    `SELECT o.ordering_key FROM operations o
-      WHERE o.state = 'PENDING' AND o.type = 'webhook.deliver' AND o.run_at <= $1
-        AND NOT (o.ordering_key = ANY ($2::text[]))
-        AND ${isHeadOfKey()}
-      ORDER BY o.seq
-      LIMIT $3`,
-    [options.now.toISOString(), [...options.busyKeys], options.limit],
-  );
-  return rows.map((row) => row.ordering_key);
 }
 
 /** A subscription's deliveries, oldest first, after `afterSeq`. */

@@ -1,7 +1,8 @@
 import { defineResource, type DestinationLimits, type ResourceDefinition } from '../protect/resourcePolicy.js';
 import type { DestinationSource } from '../store/claimOnDestinations.js';
 import type { Db } from '../store/db.js';
-import { dueDeliveryKeys, subscriptionOfOrderingKey, subscriptionUrls } from '../store/subscriptions.js';
+import { dueDeliveryKeys } from '../store/dueDeliveryKeys.js';
+import { subscriptionOfOrderingKey, subscriptionUrls } from '../store/subscriptions.js';
 import type { HandlerRegistry } from '../worker/handlerRegistry.js';
 import { createWebhookDelivery, WEBHOOK_DELIVER_TYPE } from './deliverWebhook.js';
 
