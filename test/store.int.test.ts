@@ -67,6 +67,17 @@ describeEachBackend('store', (db) => {
     }
   });
 
+  it('operations accepted later have ids that sort after, in the store too: new entries of the id indexes land together', async () => {
+    const ids: string[] = [];
+    for (let batch = 0; batch < 3; batch += 1) {
+      ids.push(...(await acceptOperations(db(), [echo(uniqueId()), echo(uniqueId())], new Date())).map((r) => r.operation.id));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const { rows } = await db().query<{ id: string }>('SELECT id FROM operations WHERE id = ANY($1::uuid[]) ORDER BY id', [ids]);
+    const batches = (list: string[]) => [0, 2, 4].map((i) => new Set(list.slice(i, i + 2)));
+    assert.deepEqual(batches(rows.map((r) => r.id)), batches(ids), 'each batch sorts after the one before');
+  });
+
   it('migrating again is a no-op', async () => {
     assert.deepEqual(await migrate(db()), []);
   });

@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { decide } from '../domain/decide.js';
 import { evolve } from '../domain/evolve.js';
 import { PRIORITY_RANGE, type Json, type OperationState } from '../domain/operation.js';
 import { payloadHash } from '../domain/payloadHash.js';
 import { prepared, type Db } from './db.js';
+import { uuidv7 } from '../lib/uuidv7.js';
 import { isTransientConflict } from './storeErrors.js';
 import { eventToRecord, rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 
@@ -68,7 +68,7 @@ export async function acceptOperations(db: Db, items: readonly NewOperation[], n
       {
         kind: 'accept',
         now: at,
-        operationId: randomUUID(),
+        operationId: uuidv7(),
         externalId: item.externalId,
         operationType: item.type,
         payload: item.payload,
