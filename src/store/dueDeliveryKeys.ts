@@ -1,5 +1,5 @@
 import type { Queryable } from './db.js';
-import { isHeadOfKey } from './headOfKey.js';
+import { isHeadOfKey, nothingRunsOnKey } from './headOfKey.js';
 
 export interface DueDeliveryKeysOptions {
   now: Date;
@@ -60,6 +60,6 @@ const HEADS_BY_DELIVERY_KEY = `WITH RECURSIVE delivery_keys(k) AS (
   WHERE first_active.ordering_key = v.k
     AND o.state = 'PENDING' AND o.type = 'webhook.deliver' AND o.run_at <= $1
     AND NOT (o.ordering_key = ANY ($2::text[]))
-    AND NOT EXISTS (SELECT 1 FROM operations p WHERE p.ordering_key = o.ordering_key AND p.state = 'PROCESSING')
+    AND ${nothingRunsOnKey('o.ordering_key')}
   ORDER BY o.seq
   LIMIT $3`;

@@ -1,5 +1,6 @@
 import type { Queryable } from './db.js';
 import type { DispatchTarget } from './findClaimableHeads.js';
+import { nothingRunsOnKey } from './headOfKey.js';
 
 export interface ForgottenHeadsPage {
   /** PENDING heads of the keys visited, due by `dueBy`, untouched since `unchangedSince`, nothing running on their key. */
@@ -42,7 +43,7 @@ export function forgottenHeadsQuery(options: ForgottenHeadsOptions): { sql: stri
      SELECT v.k, h.id, h.type, h.version, h.run_at FROM active_keys v
      LEFT JOIN operations h ON h.seq = v.head_seq
        AND h.state = 'PENDING' AND h.updated_at <= $1 AND h.run_at <= $2
-       AND NOT EXISTS (SELECT 1 FROM operations p WHERE p.ordering_key = v.k AND p.state = 'PROCESSING')
+       AND ${nothingRunsOnKey('v.k')}
      ORDER BY v.k`;
   const params: unknown[] = [options.unchangedSince.toISOString(), options.dueBy.toISOString(), options.keys];
   if (options.afterKey !== undefined) params.push(options.afterKey);

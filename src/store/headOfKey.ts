@@ -1,9 +1,10 @@
 /**
  * The per-key order rule, as SQL on an `operations` row aliased `o`: nothing on its key is running,
  * and nothing accepted earlier on its key is still active. The first clause also covers an earlier
- * operation whose insert committed late. Dispatch and successor starts use this definition; the
- * claim function `opsd_claim` (migrations/010) spells out the same clauses, so a change here is a
- * new migration there too.
+ * operation whose insert committed late. Dispatch and successor starts use this definition, and
+ * the walks of the keys (the reconciler's, the look for due deliveries) its first clause; the claim
+ * function `opsd_claim` (migrations/010) spells out the same clauses, so a change here is a new
+ * migration there too.
  *
  * `o` must be active itself; `except`: a query of ids to leave out (operations ending in the same
  * statement).
@@ -26,12 +27,19 @@
  */
 export function isHeadOfKey(except?: string): string {
   const leftOut = except ? `AND p.id NOT IN (${except})` : '';
-  return `CASE WHEN NOT EXISTS (
-      SELECT 1 FROM operations p
-      WHERE p.ordering_key = o.ordering_key AND p.state = 'PROCESSING' ${leftOut})
+  return `CASE WHEN ${nothingRunsOnKey('o.ordering_key', leftOut)}
     THEN (o.ordering_key, o.seq) = (
       SELECT p.ordering_key, p.seq FROM operations p
       WHERE p.ordering_key >= o.ordering_key AND p.state IN ('PENDING', 'PROCESSING') ${leftOut}
       ORDER BY p.ordering_key, p.seq LIMIT 1)
     ELSE false END`;
+}
+
+/**
+ * The first clause of the rule alone, for `key` (an SQL expression): for a walk that already stands
+ * at a key's first active operation, which only this clause can still rule out. `leftOut`: an extra
+ * condition on the running row `p`.
+ */
+export function nothingRunsOnKey(key: string, leftOut = ''): string {
+  return `NOT EXISTS (SELECT 1 FROM operations p WHERE p.ordering_key = ${key} AND p.state = 'PROCESSING' ${leftOut})`;
 }
