@@ -2,6 +2,8 @@ import { LEASE_EXPIRED_PROBLEM } from './errors.js';
 import type { OperationEvent } from './events.js';
 import type { OperationState } from './operation.js';
 
+const WITHOUT_LEASE = { leaseOwner: null, leaseExpiresAt: null } as const;
+
 /**
  * Applies one event to a state. Pure; the `operations` table is exactly a fold of this over
  * `operation_events`, so a change here is a change to what replay rebuilds.
@@ -32,13 +34,16 @@ export function evolve(state: OperationState | null, event: OperationEvent): Ope
     };
   }
   if (state === null) throw new Error(`${event.type} applied before received`);
-  const next: OperationState = { ...state, version: state.version + 1, updatedAt: event.at };
-  const withoutLease = { leaseOwner: null, leaseExpiresAt: null };
+  // Each case builds its state in one object literal: the worker folds two events per attempt.
+  const version = state.version + 1;
+  const updatedAt = event.at;
 
   switch (event.type) {
     case 'started':
       return {
-        ...next,
+        ...state,
+        version,
+        updatedAt,
         status: 'PROCESSING',
         attempts: event.attempt,
         fencingToken: event.fencingToken,
@@ -46,29 +51,31 @@ export function evolve(state: OperationState | null, event: OperationEvent): Ope
         leaseExpiresAt: event.leaseExpiresAt,
       };
     case 'completed':
-      return { ...next, ...withoutLease, status: 'COMPLETED', result: event.result };
+      return { ...state, version, updatedAt, ...WITHOUT_LEASE, status: 'COMPLETED', result: event.result };
     case 'rejected':
-      return { ...next, ...withoutLease, status: 'REJECTED', lastError: event.reason };
+      return { ...state, version, updatedAt, ...WITHOUT_LEASE, status: 'REJECTED', lastError: event.reason };
     case 'attempt_failed':
-      return { ...next, ...withoutLease, status: 'PENDING', lastError: event.error, runAt: event.retryAt };
+      return { ...state, version, updatedAt, ...WITHOUT_LEASE, status: 'PENDING', lastError: event.error, runAt: event.retryAt };
     case 'failed':
-      return { ...next, ...withoutLease, status: 'FAILED', lastError: event.error };
+      return { ...state, version, updatedAt, ...WITHOUT_LEASE, status: 'FAILED', lastError: event.error };
     case 'lease_expired':
       return {
-        ...next,
-        ...withoutLease,
+        ...state,
+        version,
+        updatedAt,
+        ...WITHOUT_LEASE,
         status: 'PENDING',
         runAt: event.retryAt,
         lastError: { ...LEASE_EXPIRED_PROBLEM },
       };
     case 'released':
-      return { ...next, ...withoutLease, status: 'PENDING', attempts: state.attempts - 1, runAt: event.at };
+      return { ...state, version, updatedAt, ...WITHOUT_LEASE, status: 'PENDING', attempts: state.attempts - 1, runAt: event.at };
     case 'deferred':
-      return { ...next, ...withoutLease, status: 'PENDING', attempts: state.attempts - 1, runAt: event.retryAt, lastError: event.reason };
+      return { ...state, version, updatedAt, ...WITHOUT_LEASE, status: 'PENDING', attempts: state.attempts - 1, runAt: event.retryAt, lastError: event.reason };
     case 'cancelled':
-      return { ...next, status: 'CANCELLED' };
+      return { ...state, version, updatedAt, status: 'CANCELLED' };
     case 'redriven':
-      return { ...next, status: 'PENDING', attempts: 0, runAt: event.at };
+      return { ...state, version, updatedAt, status: 'PENDING', attempts: 0, runAt: event.at };
     default: {
       const _never: never = event;
       throw new Error(`unknown event ${JSON.stringify(_never)}`);

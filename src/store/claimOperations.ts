@@ -69,7 +69,7 @@ export async function claimOn(session: Queryable, options: ClaimOptions): Promis
     CLAIM_LOCK_NAMESPACE,
   ]);
   return rows
-    .map((row) => ({ ...rowToOperation(row), next: row.next ? jsonToOperation(row.next) : null }))
+    .map((row) => Object.assign(rowToOperation(row), { next: row.next ? jsonToOperation(row.next) : null }))
     .sort((a, b) => b.priority - a.priority || a.seq - b.seq);
 }
 

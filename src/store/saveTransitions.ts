@@ -19,7 +19,8 @@ const folded = new WeakMap<Transition, OperationState>();
 export function stateAfter<S extends OperationState>(t: Transition<S>): S {
   let after = folded.get(t);
   if (!after) {
-    after = { ...t.before, ...t.events.reduce<OperationState>(evolve, t.before) };
+    // evolve copies every field of the state it is given, the claim's extra ones too.
+    after = t.events.length === 0 ? { ...t.before } : t.events.reduce<OperationState>(evolve, t.before);
     folded.set(t, after);
   }
   return after as S;
