@@ -1,4 +1,4 @@
-import type { Logger } from 'pino';
+import type { AttemptLines } from './attemptLog.js';
 import type { AttemptOutcome } from '../domain/commands.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { AttemptEndKind } from './workerObserver.js';
@@ -20,7 +20,7 @@ export function endKindOf(after: StoredOperation, outcome: AttemptOutcome): Atte
 }
 
 /** The line an attempt's end gets in the log (bound to the operation, its attempt and its worker). */
-export function logEnd(log: Logger, kind: AttemptEndKind, after: StoredOperation): void {
+export function logEnd(log: AttemptLines, kind: AttemptEndKind, after: StoredOperation): void {
   switch (kind) {
     case 'completed':
       return log.info('operation completed');

@@ -1,4 +1,4 @@
-import type { Logger } from 'pino';
+import type { AttemptLines } from './attemptLog.js';
 import { createMicroBatcher } from '../lib/microBatcher.js';
 import type { CommandResult } from '../store/applyCommands.js';
 import type { Db } from '../store/db.js';
@@ -8,7 +8,7 @@ import { isStoreUnavailable } from '../store/storeErrors.js';
 
 /** What the recorder needs to know about the attempt whose outcome it records. */
 export interface RecordingContext {
-  log: Logger;
+  log: AttemptLines;
   /** Until when the lease is known to hold (the last renewal that succeeded, plus the lease length). */
   leaseValidUntil(): number;
   /** True once the worker has stopped waiting for anything (end of shutdown). */

@@ -1,10 +1,10 @@
-import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
 import { backoffDelayMs } from '../domain/backoff.js';
 import type { OperationProblem } from '../domain/operation.js';
 import { describeThrown, toStorableJson, toStorableText } from '../domain/storableJson.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { AttemptAbort } from './attemptAbort.js';
+import type { AttemptLog } from './attemptLog.js';
 import { RejectError, RetryError } from './handlerErrors.js';
 import type { RegisteredOperation } from './handlerRegistry.js';
 
@@ -24,7 +24,7 @@ export const MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000;
 export interface AttemptEnvironment {
   now: () => Date;
   random: () => number;
-  log: Logger;
+  log: AttemptLog;
   /**
    * How long a handler may go on after its signal aborted before the attempt is reported wedged.
    * Until then the attempt keeps its slot, its lease and its key's turn.
@@ -83,7 +83,9 @@ export async function runAttempt(
           get signal() {
             return abort.signal;
           },
-          log: env.log,
+          get log() {
+            return env.log.logger;
+          },
         }),
       ),
       abort,

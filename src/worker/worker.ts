@@ -18,6 +18,7 @@ import { createTypeCounter } from './typeCounter.js';
 import { redactionFor } from '../lib/logRedaction.js';
 import { NO_WORKER_OBSERVER, type WorkerObserver } from './workerObserver.js';
 import { endKindOf, logEnd } from './attemptEnd.js';
+import { AttemptLog, type AttemptLines } from './attemptLog.js';
 import { createOutcomeRecorder } from './outcomeRecorder.js';
 import { reportAttemptEnd } from './resourceFeedback.js';
 import { AttemptAborted, runAttempt } from './runAttempt.js';
@@ -360,7 +361,7 @@ export class Worker {
     const registered = this.#registry.get(operation.type);
     const resource = this.#registry.resourceOf(operation.type);
     const abort = new AttemptAbort();
-    const log = this.#typeLog(operation.type).child({ operation_id: operation.id, external_id: operation.externalId, type: operation.type, attempt: operation.attempts });
+    const log = new AttemptLog(this.#typeLog(operation.type), { operation_id: operation.id, external_id: operation.externalId, type: operation.type, attempt: operation.attempts });
     log.debug('attempt started');
     const attempt: Omit<RunningAttempt, 'done'> = {
       operation,
@@ -429,13 +430,13 @@ export class Worker {
    * the key stay taken until it really stops. Outside shutdown the process is told, so it can exit
    * before the lease is rescued and the operation runs elsewhere beside the wedged handler.
    */
-  #wedged(attempt: Omit<RunningAttempt, 'done'>, log: Logger): void {
+  #wedged(attempt: Omit<RunningAttempt, 'done'>, log: AttemptLines): void {
     attempt.leaseGivenUp = true;
     log.error({ wedged_after_ms: this.#wedgedAfterMs }, 'handler still running after its signal aborted; its lease is left to expire');
     if (!this.#stopping) this.#onWedged(attempt.operation);
   }
 
-  async #recordOutcome(attempt: Omit<RunningAttempt, 'done'>, outcome: AttemptOutcome, log: Logger, ranSeconds: number): Promise<void> {
+  async #recordOutcome(attempt: Omit<RunningAttempt, 'done'>, outcome: AttemptOutcome, log: AttemptLines, ranSeconds: number): Promise<void> {
     const result = await this.#record(
       { operationId: attempt.operation.id, command: outcome, claimed: attempt.operation },
       { log, leaseValidUntil: () => attempt.leaseValidUntil, givenUp: () => this.#gaveUp },
