@@ -353,6 +353,26 @@ describeEachBackend('worker', (db) => {
     }
   });
 
+  it('an attempt whose handler is gone by the time it starts gives its slot back and leaves the operation to its lease', async () => {
+    const type = uniqueId('test.vanishing');
+    const registry = new HandlerRegistry().register(defineOperation({ type, handle: () => null }) as never);
+    const worker = new Worker({ db: db(), registry, logger: testLogger(), concurrency: 1, pollIntervalMs: 20 });
+    // The registry changes under the running worker: claims still ask for the type, attempts find no handler.
+    const get = registry.get.bind(registry);
+    registry.get = (asked: string) => (asked === type ? undefined : get(asked));
+    const [first, second] = await acceptOperations(db(), [0, 1].map(() => ({ externalId: uniqueId(), type, payload: null, maxAttempts: 1 })), new Date());
+    worker.start();
+    try {
+      // Its one slot came back after the first: the second was claimed too.
+      for (const accepted of [first, second]) {
+        await waitFor(`operation ${accepted!.operation.id} claimed`, async () => (await getOperation(db(), accepted!.operation.id))?.status === 'PROCESSING');
+      }
+      await waitFor('no attempt left running', async () => worker.stats.running === 0);
+    } finally {
+      await worker.stop(1000);
+    }
+  });
+
   it('the projection equals a fold of the events, for every operation in the store', async () => {
     // A history of its own with every kind of transition, so the check never leans on other tests.
     const reject = defineOperation({ type: 'test.fold-reject', handle: () => { throw new RejectError('NO', 'no'); } });

@@ -153,17 +153,17 @@ function problemOf(error: RejectError | RetryError, fallbackCode: string): Opera
 function untilSettledOrWedged(work: Promise<unknown>, abort: AttemptAbort, wedgedAfterMs: number): Promise<Settled> {
   return new Promise<Settled>((resolve) => {
     let wedgeTimer: NodeJS.Timeout | undefined;
+    const settle = (settled: Settled) => {
+      abort.onAbort(null);
+      clearTimeout(wedgeTimer);
+      resolve(settled);
+    };
     abort.onAbort(() => {
       wedgeTimer = setTimeout(() => resolve({ kind: 'wedged', stopped: work.then(() => undefined, () => undefined) }), wedgedAfterMs);
     });
-    work
-      .then(
-        (value) => resolve({ kind: 'returned', value }),
-        (error: unknown) => resolve({ kind: 'threw', error }),
-      )
-      .finally(() => {
-        abort.onAbort(null);
-        clearTimeout(wedgeTimer);
-      });
+    work.then(
+      (value) => settle({ kind: 'returned', value }),
+      (error: unknown) => settle({ kind: 'threw', error }),
+    );
   });
 }

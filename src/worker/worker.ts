@@ -363,48 +363,52 @@ export class Worker {
     const abort = new AttemptAbort();
     const log = new AttemptLog(this.#typeLog(operation.type), { operation_id: operation.id, external_id: operation.externalId, type: operation.type, attempt: operation.attempts });
     log.debug('attempt started');
-    const attempt: Omit<RunningAttempt, 'done'> = {
+    const attempt = {
       operation,
       abort,
       recording: false,
       holdsSlot: true,
       leaseValidUntil: Date.now() + this.#leaseMs,
       leaseGivenUp: false,
-    };
-    const done = (async () => {
-      if (!registered) {
-        // Claims are filtered by registered types, so this is a registry changed under a running worker.
-        throw new Error(`no handler for ${operation.type}`);
-      }
-      const end = await runAttempt(operation, registered, abort, {
-        now: this.#now,
-        random: this.#random,
-        log,
-        wedgedAfterMs: this.#wedgedAfterMs,
-        hasResource: resource !== null,
-      });
-      // An attempt bound for a destination with limits of its own tells that destination, not the whole resource.
-      const reportTo = this.#groups.takeDestination(operation.id) ?? resource;
-      if (reportTo) await reportAttemptEnd(this.#groups, this.#reports, reportTo, operation, end);
-      if (end.kind === 'wedged') {
-        this.#wedged(attempt, log);
-        // The slot and the key are given back only when the handler really stops, if ever.
-        return end.stopped;
-      }
-      attempt.recording = true;
-      if (!(operation as ClaimedOperation).next) this.#releaseSlot(attempt);
-      if (end.kind === 'record') await this.#recordOutcome(attempt, end.outcome, log, (performance.now() - startedAt) / 1000);
-    })()
-      .catch((error: unknown) => log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again'))
-      .finally(() => {
+    } as RunningAttempt;
+    // In the map before its work starts: that work may end at once (no handler), and its end takes it out.
+    this.#running.set(operation.id, attempt);
+    attempt.done = (async () => {
+      try {
+        if (!registered) {
+          // Claims are filtered by registered types, so this is a registry changed under a running worker.
+          throw new Error(`no handler for ${operation.type}`);
+        }
+        const end = await runAttempt(operation, registered, abort, {
+          now: this.#now,
+          random: this.#random,
+          log,
+          wedgedAfterMs: this.#wedgedAfterMs,
+          hasResource: resource !== null,
+        });
+        // An attempt bound for a destination with limits of its own tells that destination, not the whole resource.
+        const reportTo = this.#groups.takeDestination(operation.id) ?? resource;
+        if (reportTo) await reportAttemptEnd(this.#groups, this.#reports, reportTo, operation, end);
+        if (end.kind === 'wedged') {
+          this.#wedged(attempt, log);
+          // The slot and the key are given back only when the handler really stops, if ever.
+          await end.stopped;
+          return;
+        }
+        attempt.recording = true;
+        if (!(operation as ClaimedOperation).next) this.#releaseSlot(attempt);
+        if (end.kind === 'record') await this.#recordOutcome(attempt, end.outcome, log, (performance.now() - startedAt) / 1000);
+      } catch (error) {
+        log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again');
+      } finally {
         this.#running.delete(operation.id);
         this.#groups.ended(operation.type);
         // A slot no successor took may serve work a scan would find.
         if (!this.#handedOver.delete(operation.id)) this.#scanWanted = true;
         this.#wake.notify();
-      });
-    this.#running.set(operation.id, Object.assign(attempt, { done }));
-    return done;
+      }
+    })();
+    return attempt.done;
   }
 
   /** The logger of a type's attempts: the worker's, redacting the payload fields the type marks sensitive. */
