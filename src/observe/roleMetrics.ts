@@ -76,11 +76,11 @@ export function addRoleGauges(metrics: OpsdMetrics, sources: MetricSources): voi
     });
   }
   if (snapshot) {
-    metrics.gauge('opsd_operations', 'Active operations in the store, by type and state (read every 5 s)', ['type', 'state'], (g) => {
+    metrics.gauge('opsd_operations', 'Active operations in the store, by type and state (counted every 5 s, less often in a large backlog)', ['type', 'state'], (g) => {
       for (const { type, state, count } of snapshot.current.active) g.set({ type, state }, count);
     });
-    metrics.gauge('opsd_operations_due', 'Due PENDING operations in the store, all types (read every 5 s)', [], (g) => g.set(snapshot.current.due));
-    metrics.gauge('opsd_oldest_pending_age_seconds', 'Age of the oldest PENDING operation, by type (read every 5 s)', ['type'], (g) => {
+    metrics.gauge('opsd_operations_due', 'Due PENDING operations in the store, all types (counted every 5 s, less often in a large backlog)', [], (g) => g.set(snapshot.current.due));
+    metrics.gauge('opsd_oldest_pending_age_seconds', 'Age of the oldest PENDING operation, by type (counted every 5 s, less often in a large backlog)', ['type'], (g) => {
       for (const [type, age] of snapshot.current.oldestPendingSeconds) g.set({ type }, age);
     });
     metrics.gauge('opsd_resource_breaker_state', 'Breaker of each resource: 0 closed, 1 half-open, 2 open (read every 5 s)', ['resource'], (g) => {
