@@ -34,7 +34,7 @@ export function evolve(state: OperationState | null, event: OperationEvent): Ope
     };
   }
   if (state === null) throw new Error(`${event.type} applied before received`);
-  // Each case builds its state in one object literal: the worker folds two events per attempt.
+  // Each case builds its state in one object literal: a worker folds an event for every outcome it records.
   const version = state.version + 1;
   const updatedAt = event.at;
 
