@@ -65,6 +65,42 @@ describeEachBackend('claim scans', (db) => {
   });
 });
 
+/**
+ * 1,100 keys of `type`, each a head deferred for an hour with one due behind it: more active keys
+ * than a claim of one or of five visits (1,000).
+ */
+async function deferredKeys(db: Db, type: string): Promise<void> {
+  const keys = Array.from({ length: 1_100 }, () => uniqueId('key'));
+  for (const round of [0, 1]) {
+    for (let from = 0; from < keys.length; from += 500) {
+      const items = keys.slice(from, from + 500).map((key) => ({ externalId: uniqueId(), type, payload: {}, orderingKey: key, maxAttempts: 1 }));
+      await acceptOperations(db, items, new Date(Date.now() - 1000 + round));
+    }
+  }
+  await deferHeads(db, type);
+}
+
+/**
+ * Twenty keys of `type` with three due on each, then four claims of five at once: each operation
+ * taken once, one per key, and each the first of its key; what runs is what they returned.
+ */
+async function raceClaims(db: Db, type: string): Promise<void> {
+  const firsts = new Set<string>();
+  for (let k = 0; k < 20; k += 1) {
+    const key = uniqueId('key');
+    const [first] = await acceptMany(db, 3, () => ({ type, orderingKey: key }));
+    firsts.add(first!);
+  }
+  const claims = await Promise.all(Array.from({ length: 4 }, () => db.query<{ id: string; ordering_key: string }>(...claimCall({ types: [type], limit: 5, columns: 'id, ordering_key' }))));
+  const claimed = claims.flatMap((c) => c.rows);
+  assert.ok(claimed.length > 0, 'the claims took something');
+  assert.equal(new Set(claimed.map((r) => r.id)).size, claimed.length, 'no operation was claimed twice');
+  assert.equal(new Set(claimed.map((r) => r.ordering_key)).size, claimed.length, 'no key had two claimed');
+  for (const { id } of claimed) assert.ok(firsts.has(id), `${id} is the first of its key`);
+  const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
+  assert.equal(rows[0]?.n, claimed.length, 'what runs is what the claims returned');
+}
+
 /** Sets `change` on the first operation of every key with operations of `type`: the head of each. */
 async function changeHeads(db: Db, type: string, change: string): Promise<void> {
   await db.query(
@@ -87,7 +123,7 @@ const CLAIM_PAGES = 2_500;
  * start now (a retry's backoff, a paused type) fails the head check at the cost of a probe. The scan
  * tests a bounded number of rows, then looks key by key, so that a deep backlog behind such heads
  * does not make every claim walk it (0.8 s a claim with 100,000 behind 10 keys). Past too many keys
- * to visit, it walks them all as before: slower, never wrong.
+ * to visit, it walks the due rows of its types: slower, never wrong.
  */
 describeEachBackend('a claim past heads it cannot start', (db) => {
   it('reads a bounded number of pages past its own busy keys, however many wait behind them', async () => {
@@ -142,15 +178,7 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
 
   it('with more active keys than it visits, still finds a head past them all', async () => {
     const type = uniqueId('deferred');
-    // Each key: a deferred head and one behind it; 1,100 keys, past the 1,000 a claim of one visits.
-    const keys = Array.from({ length: 1_100 }, () => uniqueId('key'));
-    for (const round of [0, 1]) {
-      for (let from = 0; from < keys.length; from += 500) {
-        const items = keys.slice(from, from + 500).map((key) => ({ externalId: uniqueId(), type, payload: {}, orderingKey: key, maxAttempts: 1 }));
-        await acceptOperations(db(), items, new Date(Date.now() - 1000 + round));
-      }
-    }
-    await deferHeads(db(), type);
+    await deferredKeys(db(), type);
     const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key') }));
     const { rows } = await db().query<{ id: string }>(...claimCall({ types: [type] }));
     assert.deepEqual(rows.map((r) => r.id), [target]);
@@ -163,20 +191,7 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
       await acceptMany(db(), 150, () => ({ type, orderingKey: key }));
     }
     await deferHeads(db(), type);
-    const firsts = new Set<string>();
-    for (let key = 0; key < 20; key += 1) {
-      const key = uniqueId('key');
-      const [first] = await acceptMany(db(), 3, () => ({ type, orderingKey: key }));
-      firsts.add(first!);
-    }
-    const claims = await Promise.all(Array.from({ length: 4 }, () => db().query<{ id: string; ordering_key: string }>(...claimCall({ types: [type], limit: 5, columns: 'id, ordering_key' }))));
-    const claimed = claims.flatMap((c) => c.rows);
-    assert.ok(claimed.length > 0, 'the claims took something');
-    assert.equal(new Set(claimed.map((r) => r.id)).size, claimed.length, 'no operation was claimed twice');
-    assert.equal(new Set(claimed.map((r) => r.ordering_key)).size, claimed.length, 'no key had two claimed');
-    for (const { id } of claimed) assert.ok(firsts.has(id), `${id} is the first of its key`);
-    const { rows } = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
-    assert.equal(rows[0]?.n, claimed.length, 'what runs is what the claims returned');
+    await raceClaims(db(), type);
   });
 
   it('reads a bounded number of pages past operations scheduled for later and of types it does not run', async () => {
@@ -202,3 +217,42 @@ describeEachBackend('a claim past heads it cannot start', (db) => {
 const AHEAD = 3_000;
 /** Pages a claim may read past them: about 490 with a first pass bounded by the rows it passes, 5,900 when it walks them all. */
 const SCHEDULED_PAGES = 1_500;
+
+/** Operations of another type ahead in claim order, each on a key of its own: more active keys than a claim of one visits. */
+const OTHERS = 5_000;
+/** Operations due behind a running head. */
+const QUEUED = 300;
+/**
+ * Pages the claim may read: about 3,700 when its last pass walks the due rows of its type (most of it
+ * the visit of 1,000 keys before it gives up), 8,700 when it walks every PENDING row, and growing
+ * with the other types' backlog.
+ */
+const FALLBACK_PAGES = 5_500;
+
+describeEachBackend('a claim past more active keys than it visits', (db) => {
+  it('reads the due rows of its types, not every PENDING row, and takes the head past those it cannot start', async () => {
+    const type = uniqueId('queued');
+    // Ahead in claim order (higher priority, accepted first), of a type the claim does not run.
+    await acceptMany(db(), OTHERS, () => ({ type: uniqueId('other'), orderingKey: uniqueId('key'), priority: 1 }));
+    const key = uniqueId('key');
+    const [head] = await acceptMany(db(), QUEUED + 1, () => ({ type, orderingKey: key }));
+    await db().query(`UPDATE operations SET state = 'PROCESSING' WHERE id = $1`, [head]);
+    const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key') }));
+    await db().query('ANALYZE operations');
+    const { read, claimed } = await db().withSession(async (session) => {
+      // The same path on a type with nothing due: a session's first call reads the catalog to plan each statement.
+      await session.query(...claimCall({ types: [uniqueId('queued')] }));
+      const read = await pagesRead(session, ...claimCall({ types: [type] }));
+      const { rows } = await session.query<{ id: string }>(`SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING' AND id <> $2`, [type, head]);
+      return { read, claimed: rows.map((r) => r.id) };
+    });
+    assert.deepEqual(claimed, [target], 'the claim took the one head it could start');
+    assert.ok(read <= FALLBACK_PAGES, `the claim read ${read} pages past ${OTHERS} operations of another type and ${QUEUED} behind a running head`);
+  });
+
+  it('claimers racing through that pass take each operation once, one per key, each its key\'s first', async () => {
+    const type = uniqueId('deferred');
+    await deferredKeys(db(), type);
+    await raceClaims(db(), type);
+  });
+});
