@@ -240,7 +240,7 @@ describeEachBackend('a claim past more active keys than it visits', (db) => {
     const [target] = await acceptMany(db(), 1, () => ({ type, orderingKey: uniqueId('key') }));
     await db().query('ANALYZE operations');
     const { read, claimed } = await db().withSession(async (session) => {
-      // The same path on a type with nothing due: a session's first call reads the catalog to plan each statement.
+      // A first call, on a type with nothing due: a session's first call reads the catalog to plan the function's statements.
       await session.query(...claimCall({ types: [uniqueId('queued')] }));
       const read = await pagesRead(session, ...claimCall({ types: [type] }));
       const { rows } = await session.query<{ id: string }>(`SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING' AND id <> $2`, [type, head]);
