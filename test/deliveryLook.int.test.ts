@@ -12,6 +12,8 @@ import { measuringPages } from './support/pagesRead.js';
 const WAITING = 2_000;
 /** Pages a look may read past them: about 410 with the look bounded, 7,900 when it tests every one. */
 const LOOK_PAGES = 1_000;
+/** Subscribers whose deliveries have all ended (deleted subscriptions among them). */
+const ENDED_KEYS = 3_000;
 
 /**
  * Every worker looks for due webhook deliveries every 100 ms while none is due. A subscriber that
@@ -63,5 +65,22 @@ describeEachBackend('the look for due webhook deliveries', (db) => {
     assert.deepEqual(await look(db(), 2, [busy]), [first, second]);
     assert.deepEqual(await look(db(), 10, [busy]), [first, second]);
     assert.deepEqual(await look(db(), 10), [busy, first, second], 'a key busy elsewhere is due here');
+  });
+
+  it('visits the keys with deliveries still active, not every subscriber that ever had one', async () => {
+    await acceptMany(db(), ENDED_KEYS, () => ({ type: 'webhook.deliver', orderingKey: subscriberKey() }));
+    await db().query(`UPDATE operations SET state = 'COMPLETED' WHERE type = 'webhook.deliver' AND state = 'PENDING'`);
+    // More waiting behind a head in backoff than the first pass tests: the look goes on to visit keys.
+    const failing = subscriberKey();
+    const [head] = await deliveries(failing, 150);
+    await deferHead(head);
+    const other = subscriberKey();
+    await deliveries(other, 1);
+    await db().query('ANALYZE operations');
+    // The first look past the ended deliveries finds their old entries dead and marks them so.
+    assert.deepEqual(await look(db(), 1), [other]);
+    const measured = measuringPages(db());
+    assert.deepEqual(await look(measured.db, 1), [other]);
+    assert.ok(measured.pages() <= LOOK_PAGES, `a look past ${ENDED_KEYS} subscribers with nothing active read ${measured.pages()} pages`);
   });
 });

@@ -17,7 +17,7 @@ export interface DueDeliveryKeysOptions {
  * behind a head in backoff, and a walk of the pending deliveries tested each of them (85 ms a look
  * with 20,000 waiting behind one subscriber, test/deliveryLook). The first pass takes the first
  * pending deliveries in acceptance order, 4 per key asked for (100 at least); if they hold fewer due
- * heads than asked and did not run out, the second visits the delivery keys one by one.
+ * heads than asked and did not run out, the second visits the keys with active deliveries one by one.
  */
 export async function dueDeliveryKeys(db: Queryable, options: DueDeliveryKeysOptions): Promise<string[]> {
   const scanCap = Math.max(4 * options.limit, 100);
@@ -39,15 +39,18 @@ const FIRST_PENDING_DELIVERIES = `SELECT o.ordering_key,
   ORDER BY o.seq`;
 
 /**
- * Every key that has had deliveries, in key order on the index of deliveries by key (migration 005),
- * each at its first active operation in the active-key index: where that is a due PENDING delivery
- * with nothing running on its key, its key.
+ * Every key with a delivery still active, in key order on the index of active deliveries by key
+ * (migration 012), each at its first active operation in the active-key index: where that is a due
+ * PENDING delivery with nothing running on its key, its key. Keys whose deliveries have all ended
+ * are not visited, however many subscribers came and went.
  */
 const HEADS_BY_DELIVERY_KEY = `WITH RECURSIVE delivery_keys(k) AS (
-    (SELECT d.ordering_key FROM operations d WHERE d.type = 'webhook.deliver' ORDER BY d.ordering_key, d.seq LIMIT 1)
+    (SELECT d.ordering_key FROM operations d
+     WHERE d.type = 'webhook.deliver' AND d.state IN ('PENDING', 'PROCESSING')
+     ORDER BY d.ordering_key, d.seq LIMIT 1)
     UNION ALL
     SELECT (SELECT d.ordering_key FROM operations d
-            WHERE d.type = 'webhook.deliver' AND d.ordering_key > delivery_keys.k
+            WHERE d.type = 'webhook.deliver' AND d.state IN ('PENDING', 'PROCESSING') AND d.ordering_key > delivery_keys.k
             ORDER BY d.ordering_key, d.seq LIMIT 1)
     FROM delivery_keys WHERE delivery_keys.k IS NOT NULL
   )
