@@ -4,11 +4,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createBullmqDispatcher } from '../src/dispatch/bullmqDispatcher.js';
+import { createNotifyDispatcher } from '../src/dispatch/notifyDispatcher.js';
 import { acceptOperations, type NewOperation } from '../src/store/acceptOperations.js';
 import type { Db } from '../src/store/db.js';
 import { findClaimableHeads } from '../src/store/findClaimableHeads.js';
 import { openDb } from '../src/store/openDb.js';
 import { createPgliteDb } from '../src/store/pgliteDb.js';
+import { setTypePaused } from '../src/store/typeControls.js';
 import { freshDatabase, load, opsdArgs, payload300, percentile, rssMb, spawnListening, type Proc, type Sample } from './support.js';
 
 export type Mode = 'embedded' | 'postgres' | 'postgres+redis';
@@ -244,7 +246,7 @@ async function countInState(apiUrl: string, state: string): Promise<number> {
   return ((await response.json()) as { operations: unknown[] }).operations.length;
 }
 
-/** N PENDING operations seeded first, then workers started: operations/s from first start to last completion. */
+/** N PENDING operations seeded first, then workers started and woken: operations/s from first start to last completion. */
 export async function drain(mode: Mode, workers: number, keys: number | 'distinct', s: Settings): Promise<Sample> {
   const values: number[] = [];
   const count = keys === 'distinct' ? s.drainCount : s.orderedDrainCount;
@@ -268,13 +270,18 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
       } else {
         const db = await openDb({ databaseUrl: url, dataDir: '', poolMax: 10 });
         await seed(db, count, keys);
-        if (mode === 'postgres+redis') {
-          const dispatcher = createBullmqDispatcher({ redisUrl: env.REDIS_URL as string, prefix: env.OPSD_REDIS_PREFIX as string });
-          const heads = await findClaimableHeads(db, { limit: count });
-          for (let i = 0; i < heads.length; i += 1000) await dispatcher.dispatch(heads.slice(i, i + 1000));
-          await dispatcher.close();
-        }
-        for (let w = 0; w < workers; w += 1) procs.push(await spawnListening(opsdArgs('worker', '--concurrency', '100'), env, '--health-port'));
+        const heads = await findClaimableHeads(db, { limit: count });
+        // Paused until every worker is up: a process still loading its modules must not share the
+        // two cores with one that already drains.
+        await setTypePaused(db, 'demo.echo', true);
+        procs.push(...(await Promise.all(Array.from({ length: workers }, () => spawnListening(opsdArgs('worker', '--concurrency', '100'), env, '--health-port')))));
+        await setTypePaused(db, 'demo.echo', false);
+        // Woken as accepting wakes them. Through Redis, a wake-up job per batch of heads; on
+        // PostgreSQL alone one NOTIFY, which every worker hears. A woken worker claims while it finds work.
+        const dispatcher = mode === 'postgres+redis' ? createBullmqDispatcher({ redisUrl: env.REDIS_URL as string, prefix: env.OPSD_REDIS_PREFIX as string }) : createNotifyDispatcher(db);
+        const wakeUps = mode === 'postgres+redis' ? heads : heads.slice(0, 1);
+        for (let i = 0; i < wakeUps.length; i += 1000) await dispatcher.dispatch(wakeUps.slice(i, i + 1000));
+        await dispatcher.close();
         const client = new pg.Client({ connectionString: url });
         await client.connect();
         await waitUntil(async () => (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE state = 'COMPLETED'`)).rows[0]?.n === count);
