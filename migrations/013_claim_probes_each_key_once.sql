@@ -1,6 +1,6 @@
--- A claim reads the key of each operation it starts once: the head check that the start repeats
--- and the look-up of the operation that follows it on its key are the same probe of the active-key
--- index, its first two entries from the key on.
+-- A claim's start probes the key of each operation it starts once: the head check that the start
+-- repeats after the pick and the look-up of the operation that follows on the key are the same
+-- probe of the active-key index, its first two entries from the key on.
 --
 -- The start of migration 011 probed the index twice per operation it started: once in the UPDATE
 -- (is this row still the first active entry of its key?) and once in the rows it returns (what
