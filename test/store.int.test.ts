@@ -54,6 +54,21 @@ describeEachBackend('store', (db) => {
     }
   });
 
+  it('a claimed operation is the operation as read back, times included, whichever way the driver hands them over', async () => {
+    const type = uniqueId('type');
+    // Milliseconds the store keeps as written, and a run_at given with microseconds it cuts to them.
+    const runAt = '2026-01-02T03:04:05.678Z';
+    const [accepted] = await acceptOperations(db(), [echo(uniqueId(), { type, runAt })], new Date(Date.now() - 1000));
+    const [claimed] = await claimOperations(db(), { limit: 1, now: () => new Date(), leaseOwner: 'w', leaseMs: 30_000, types: [type] });
+    assert.ok(claimed, 'claimed');
+    const stored = await getOperation(db(), accepted!.operation.id);
+    const { next, ...operation } = claimed;
+    assert.deepEqual(operation, stored);
+    assert.equal(next, null);
+    assert.equal(claimed.runAt, runAt);
+    for (const time of [claimed.createdAt, claimed.updatedAt, claimed.leaseExpiresAt]) assert.match(time ?? '', /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+  });
+
   it('the received event holds the payload as submitted, whatever JSON it is', async () => {
     const payloads: Json[] = [null, 0, -1.5, true, '', 'null', [], {}, [null, { a: [] }], { payload: 'inner', operationId: 'x' }];
     const accepted = await acceptOperations(db(), payloads.map((payload) => echo(uniqueId(), { payload })), new Date());

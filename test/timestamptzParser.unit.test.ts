@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pg from 'pg';
-import { parseTimestamptz } from '../src/store/timestamptzParser.js';
+import { parseTimestamptz, timestamptzToIso } from '../src/store/timestamptzParser.js';
 
 const driverParser = pg.types.getTypeParser(1184, 'text') as (text: string) => unknown;
 
@@ -78,6 +78,97 @@ describe('timestamptz from PostgreSQL', () => {
       const fraction = String(micros).padStart(6, '0').slice(0, 1 + (i % 6)).replace(/0+$/, '');
       const text = `${pad(date.getUTCFullYear(), 4)}-${pad(date.getUTCMonth() + 1, 2)}-${pad(date.getUTCDate(), 2)} ${pad(date.getUTCHours(), 2)}:${pad(date.getUTCMinutes(), 2)}:${pad(date.getUTCSeconds(), 2)}${fraction ? `.${fraction}` : ''}+00`;
       assertSameAsDriver(text);
+    }
+  });
+});
+
+/** What an operation's time was made of this text before: a Date, written out by toISOString; or the error that threw. */
+function throughDate(text: string): string {
+  try {
+    return (parseTimestamptz(text) as Date).toISOString();
+  } catch (error) {
+    return `threw ${(error as Error).name}`;
+  }
+}
+
+function isoOrError(text: string): string {
+  try {
+    return timestamptzToIso(text);
+  } catch (error) {
+    return `threw ${(error as Error).name}`;
+  }
+}
+
+describe('timestamptz as ISO text', () => {
+  it('writes what toISOString wrote of the parsed Date, for every fraction length and the edges of the calendar', () => {
+    for (const text of [
+      '2026-12-04 19:45:01+00',
+      '2026-12-04 19:45:01.1+00',
+      '2026-12-04 19:45:01.12+00',
+      '2026-12-04 19:45:01.123+00',
+      '2026-12-04 19:45:01.1234+00',
+      '2026-12-04 19:45:01.123456+00',
+      '2026-12-04 19:45:01.999999+00',
+      '1970-01-01 00:00:00+00',
+      '2000-02-29 23:59:59.5+00',
+      '2024-02-29 00:00:00+00',
+      '9999-12-31 23:59:59.999999+00',
+      '0001-01-01 00:00:00+00',
+      '0048-02-29 12:00:00.25+00',
+      '0099-12-31 23:59:59+00',
+    ]) {
+      assert.equal(timestamptzToIso(text), throughDate(text), text);
+    }
+    assert.equal(timestamptzToIso('2026-12-04 19:45:01.1234+00'), '2026-12-04T19:45:01.123Z');
+    assert.equal(timestamptzToIso('0048-02-29 12:00:00.25+00'), '0048-02-29T12:00:00.250Z');
+  });
+
+  it('goes through a Date for every other shape, so a day the calendar does not have moves as it did', () => {
+    for (const text of [
+      '2026-02-29 12:00:00+00',
+      '2026-02-30 12:00:00+00',
+      '2026-04-31 00:00:00+00',
+      '1900-02-29 00:00:00+00',
+      '2026-13-01 00:00:00+00',
+      '2026-12-04 24:00:00+00',
+      '2026-12-04 23:60:00+00',
+      '2026-12-04 23:59:60+00',
+      '2026-12-04 19:45:01.12x456+00',
+      '2026-12-04 19:45:01+05:30',
+      '2026-12-04 19:45:01.5-08',
+      '0044-03-15 12:00:00+00 BC',
+      '10000-01-01 00:00:00+00',
+      'infinity',
+      '-infinity',
+      '2026-12-04 19:45:01.1234567+00',
+      '2026-12-04 19:45:01.+00',
+      '2026-12-04T19:45:01+00',
+      '2026-1a-04 19:45:01+00',
+      '+00',
+      '',
+      '\u0000026-12-04 19:45:01+00',
+      '2026-12-04 19:45:01\uD800+00',
+      '2026-12-04 19:45:\uD80001+00',
+    ]) {
+      assert.equal(isoOrError(text), throughDate(text), text);
+    }
+    assert.equal(timestamptzToIso('2026-02-30 12:00:00+00'), '2026-03-02T12:00:00.000Z');
+  });
+
+  it('agrees with the Date on 20,000 random instants between years 1 and 9999', () => {
+    let seed = 20261205;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const pad = (n: number, width: number) => String(n).padStart(width, '0');
+    for (let i = 0; i < 20_000; i += 1) {
+      const date = new Date(Date.UTC(2000, 0, 1) + Math.floor((random() - 0.5) * 2 * 2000 * 365.25 * 86_400_000) * (i % 2 === 0 ? 1 : 4));
+      if (date.getUTCFullYear() < 1 || date.getUTCFullYear() > 9999) continue;
+      const micros = Math.floor(random() * 1_000_000);
+      const fraction = String(micros).padStart(6, '0').slice(0, 1 + (i % 6)).replace(/0+$/, '');
+      const text = `${pad(date.getUTCFullYear(), 4)}-${pad(date.getUTCMonth() + 1, 2)}-${pad(date.getUTCDate(), 2)} ${pad(date.getUTCHours(), 2)}:${pad(date.getUTCMinutes(), 2)}:${pad(date.getUTCSeconds(), 2)}${fraction ? `.${fraction}` : ''}+00`;
+      assert.equal(timestamptzToIso(text), throughDate(text), text);
     }
   });
 });

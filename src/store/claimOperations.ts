@@ -82,4 +82,5 @@ export function startCommand(claim: Pick<ClaimOptions, 'now' | 'leaseOwner' | 'l
   return { kind: 'start', now: at.toISOString(), leaseOwner: claim.leaseOwner, leaseExpiresAt: new Date(at.getTime() + claim.leaseMs).toISOString() };
 }
 
-const CLAIM = prepared('SELECT * FROM opsd_claim($1, $2, $3, $4, $5, $6, $7, $8)');
+// Its times as ISO text: four per operation, each a Date made and written back out otherwise.
+const CLAIM = prepared('SELECT * FROM opsd_claim($1, $2, $3, $4, $5, $6, $7, $8)', { isoTimes: true });

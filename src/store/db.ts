@@ -17,11 +17,16 @@ export interface QueryResult<R> {
 export interface PreparedStatement {
   readonly name: string;
   readonly text: string;
+  /**
+   * Whether the server driver may hand its timestamptz columns back as ISO-8601 text (the form an
+   * operation keeps its times in) instead of Dates; PGlite gives Dates either way.
+   */
+  readonly isoTimes?: boolean;
 }
 
 /** Names a statement after its text, so that two texts never share a name. */
-export function prepared(text: string): PreparedStatement {
-  return { name: `opsd_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`, text };
+export function prepared(text: string, options: { isoTimes?: boolean } = {}): PreparedStatement {
+  return { name: `opsd_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`, text, ...(options.isoTimes ? { isoTimes: true } : {}) };
 }
 
 /** The SQL text of a statement, prepared or not. */

@@ -6,7 +6,10 @@ export interface StoredOperation extends OperationState {
   seq: number;
 }
 
-/** A row of `operations` as either driver returns it (bigint as string or number, timestamps as Date). */
+/**
+ * A row of `operations` as either driver returns it: bigint as string or number, timestamps as Date,
+ * or as ISO-8601 text from a statement that asks for it (see PreparedStatement.isoTimes).
+ */
 export interface OperationRow {
   id: string;
   seq: string | number;
@@ -19,15 +22,20 @@ export interface OperationRow {
   state: OperationStatus;
   attempts: number;
   max_attempts: number;
-  run_at: Date;
+  run_at: Date | string;
   fencing_token: string | number;
   lease_owner: string | null;
-  lease_expires_at: Date | null;
+  lease_expires_at: Date | string | null;
   result: Json | null;
   last_error: OperationProblem | null;
   version: number;
-  created_at: Date;
-  updated_at: Date;
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+/** A time as an operation keeps it: the ISO-8601 text `toISOString` writes. */
+function isoTime(value: Date | string): string {
+  return typeof value === 'string' ? value : value.toISOString();
 }
 
 export function rowToOperation(row: OperationRow): StoredOperation {
@@ -43,15 +51,15 @@ export function rowToOperation(row: OperationRow): StoredOperation {
     status: row.state,
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
-    runAt: row.run_at.toISOString(),
+    runAt: isoTime(row.run_at),
     fencingToken: Number(row.fencing_token),
     leaseOwner: row.lease_owner,
-    leaseExpiresAt: row.lease_expires_at ? row.lease_expires_at.toISOString() : null,
+    leaseExpiresAt: row.lease_expires_at ? isoTime(row.lease_expires_at) : null,
     result: row.result,
     lastError: row.last_error,
     version: row.version,
-    createdAt: row.created_at.toISOString(),
-    updatedAt: row.updated_at.toISOString(),
+    createdAt: isoTime(row.created_at),
+    updatedAt: isoTime(row.updated_at),
   };
 }
 

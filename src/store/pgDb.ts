@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { withArrayLiterals } from './arrayLiteral.js';
-import { OPSD_PG_TYPES } from './timestamptzParser.js';
+import { OPSD_PG_TYPES, OPSD_PG_TYPES_ISO_TIMES } from './timestamptzParser.js';
 import type { Db, PoolCounters, PreparedStatement, Queryable, QueryResult } from './db.js';
 import { isStoreUnavailable } from './storeErrors.js';
 
@@ -30,7 +30,10 @@ function wrap(client: pg.PoolClient): Queryable {
   return {
     async query<R>(sql: string | PreparedStatement, params?: readonly unknown[]): Promise<QueryResult<R>> {
       const values = withArrayLiterals(params);
-      const result = typeof sql === 'string' ? await client.query(sql, values) : await client.query({ name: sql.name, text: sql.text, values });
+      const result =
+        typeof sql === 'string'
+          ? await client.query(sql, values)
+          : await client.query({ name: sql.name, text: sql.text, values, ...(sql.isoTimes ? { types: OPSD_PG_TYPES_ISO_TIMES } : {}) });
       return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
     },
     async exec(sql: string): Promise<void> {
