@@ -14,6 +14,28 @@ function assertSameAsDriver(text: string): void {
   assert.deepEqual(reading(parseTimestamptz(text)), reading(driverParser(text)), text);
 }
 
+/**
+ * Up to `count` instants between years 1 and 9999 as a UTC session writes them, with 0 to 6
+ * fraction digits (trailing zeros dropped, as PostgreSQL drops them), from a fixed seed.
+ */
+function randomInstants(seed: number, count: number): string[] {
+  let state = seed;
+  const random = () => {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    return state / 2 ** 31;
+  };
+  const pad = (n: number, width: number) => String(n).padStart(width, '0');
+  const texts: string[] = [];
+  for (let i = 0; i < count; i += 1) {
+    const date = new Date(Date.UTC(2000, 0, 1) + Math.floor((random() - 0.5) * 2 * 2000 * 365.25 * 86_400_000) * (i % 2 === 0 ? 1 : 4));
+    if (date.getUTCFullYear() < 1 || date.getUTCFullYear() > 9999) continue;
+    const micros = Math.floor(random() * 1_000_000);
+    const fraction = String(micros).padStart(6, '0').slice(0, 1 + (i % 6)).replace(/0+$/, '');
+    texts.push(`${pad(date.getUTCFullYear(), 4)}-${pad(date.getUTCMonth() + 1, 2)}-${pad(date.getUTCDate(), 2)} ${pad(date.getUTCHours(), 2)}:${pad(date.getUTCMinutes(), 2)}:${pad(date.getUTCSeconds(), 2)}${fraction ? `.${fraction}` : ''}+00`);
+  }
+  return texts;
+}
+
 describe('timestamptz from PostgreSQL', () => {
   it('reads what a UTC session writes exactly as the driver does, for every fraction length', () => {
     for (const text of [
@@ -65,20 +87,7 @@ describe('timestamptz from PostgreSQL', () => {
   });
 
   it('agrees with the driver on 20,000 random instants between years 1 and 9999', () => {
-    let seed = 20261204;
-    const random = () => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed / 2 ** 31;
-    };
-    const pad = (n: number, width: number) => String(n).padStart(width, '0');
-    for (let i = 0; i < 20_000; i += 1) {
-      const date = new Date(Date.UTC(2000, 0, 1) + Math.floor((random() - 0.5) * 2 * 2000 * 365.25 * 86_400_000) * (i % 2 === 0 ? 1 : 4));
-      if (date.getUTCFullYear() < 1 || date.getUTCFullYear() > 9999) continue;
-      const micros = Math.floor(random() * 1_000_000);
-      const fraction = String(micros).padStart(6, '0').slice(0, 1 + (i % 6)).replace(/0+$/, '');
-      const text = `${pad(date.getUTCFullYear(), 4)}-${pad(date.getUTCMonth() + 1, 2)}-${pad(date.getUTCDate(), 2)} ${pad(date.getUTCHours(), 2)}:${pad(date.getUTCMinutes(), 2)}:${pad(date.getUTCSeconds(), 2)}${fraction ? `.${fraction}` : ''}+00`;
-      assertSameAsDriver(text);
-    }
+    for (const text of randomInstants(20261204, 20_000)) assertSameAsDriver(text);
   });
 });
 
@@ -156,19 +165,6 @@ describe('timestamptz as ISO text', () => {
   });
 
   it('agrees with the Date on 20,000 random instants between years 1 and 9999', () => {
-    let seed = 20261205;
-    const random = () => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed / 2 ** 31;
-    };
-    const pad = (n: number, width: number) => String(n).padStart(width, '0');
-    for (let i = 0; i < 20_000; i += 1) {
-      const date = new Date(Date.UTC(2000, 0, 1) + Math.floor((random() - 0.5) * 2 * 2000 * 365.25 * 86_400_000) * (i % 2 === 0 ? 1 : 4));
-      if (date.getUTCFullYear() < 1 || date.getUTCFullYear() > 9999) continue;
-      const micros = Math.floor(random() * 1_000_000);
-      const fraction = String(micros).padStart(6, '0').slice(0, 1 + (i % 6)).replace(/0+$/, '');
-      const text = `${pad(date.getUTCFullYear(), 4)}-${pad(date.getUTCMonth() + 1, 2)}-${pad(date.getUTCDate(), 2)} ${pad(date.getUTCHours(), 2)}:${pad(date.getUTCMinutes(), 2)}:${pad(date.getUTCSeconds(), 2)}${fraction ? `.${fraction}` : ''}+00`;
-      assert.equal(timestamptzToIso(text), throughDate(text), text);
-    }
+    for (const text of randomInstants(20261205, 20_000)) assert.equal(timestamptzToIso(text), throughDate(text), text);
   });
 });
