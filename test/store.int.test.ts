@@ -56,7 +56,7 @@ describeEachBackend('store', (db) => {
 
   it('a claimed operation is the operation as read back, times included, whichever way the driver hands them over', async () => {
     const type = uniqueId('type');
-    // Milliseconds the store keeps as written, and a run_at given with microseconds it cuts to them.
+    // A run_at with milliseconds: the claim must hand it back exactly as the read does.
     const runAt = '2026-01-02T03:04:05.678Z';
     const [accepted] = await acceptOperations(db(), [echo(uniqueId(), { type, runAt })], new Date(Date.now() - 1000));
     const [claimed] = await claimOperations(db(), { limit: 1, now: () => new Date(), leaseOwner: 'w', leaseMs: 30_000, types: [type] });
