@@ -80,18 +80,18 @@ function daysInMonth(year: number, month: number): number {
   return month === 2 && leap ? 29 : (DAYS_IN_MONTH[month - 1] as number);
 }
 
-/** Type parsers for a pg client: the fast timestamptz reader, the driver's own for every other type. */
-export const OPSD_PG_TYPES = {
-  getTypeParser(oid: number, format?: 'text' | 'binary') {
-    if (oid === TIMESTAMPTZ_OID && format !== 'binary') return parseTimestamptz;
-    return pg.types.getTypeParser(oid, format as 'text');
-  },
-};
+/** Type parsers for a pg client: `readTimestamptz` for timestamptz text, the driver's own for every other type. */
+function typesWith(readTimestamptz: (text: string) => unknown) {
+  return {
+    getTypeParser(oid: number, format?: 'text' | 'binary') {
+      if (oid === TIMESTAMPTZ_OID && format !== 'binary') return readTimestamptz;
+      return pg.types.getTypeParser(oid, format as 'text');
+    },
+  };
+}
 
-/** The same, with timestamptz as ISO-8601 text ({@link timestamptzToIso}) instead of a Date. */
-export const OPSD_PG_TYPES_ISO_TIMES = {
-  getTypeParser(oid: number, format?: 'text' | 'binary') {
-    if (oid === TIMESTAMPTZ_OID && format !== 'binary') return timestamptzToIso;
-    return pg.types.getTypeParser(oid, format as 'text');
-  },
-};
+/** timestamptz as Dates, through the fast reader. */
+export const OPSD_PG_TYPES = typesWith(parseTimestamptz);
+
+/** timestamptz as ISO-8601 text ({@link timestamptzToIso}) instead of Dates. */
+export const OPSD_PG_TYPES_ISO_TIMES = typesWith(timestamptzToIso);
