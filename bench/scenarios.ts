@@ -270,16 +270,16 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
       } else {
         const db = await openDb({ databaseUrl: url, dataDir: '', poolMax: 10 });
         await seed(db, count, keys);
-        const heads = await findClaimableHeads(db, { limit: count });
+        // Woken as accepting wakes them. Through Redis, a wake-up job per batch of heads; on
+        // PostgreSQL alone one NOTIFY, which every worker hears. A woken worker claims while it finds work.
+        const queued = mode === 'postgres+redis';
+        const wakeUps = await findClaimableHeads(db, { limit: queued ? count : 1 });
         // Paused until every worker is up: a process still loading its modules must not share the
         // two cores with one that already drains.
         await setTypePaused(db, 'demo.echo', true);
         procs.push(...(await Promise.all(Array.from({ length: workers }, () => spawnListening(opsdArgs('worker', '--concurrency', '100'), env, '--health-port')))));
         await setTypePaused(db, 'demo.echo', false);
-        // Woken as accepting wakes them. Through Redis, a wake-up job per batch of heads; on
-        // PostgreSQL alone one NOTIFY, which every worker hears. A woken worker claims while it finds work.
-        const dispatcher = mode === 'postgres+redis' ? createBullmqDispatcher({ redisUrl: env.REDIS_URL as string, prefix: env.OPSD_REDIS_PREFIX as string }) : createNotifyDispatcher(db);
-        const wakeUps = mode === 'postgres+redis' ? heads : heads.slice(0, 1);
+        const dispatcher = queued ? createBullmqDispatcher({ redisUrl: env.REDIS_URL as string, prefix: env.OPSD_REDIS_PREFIX as string }) : createNotifyDispatcher(db);
         for (let i = 0; i < wakeUps.length; i += 1000) await dispatcher.dispatch(wakeUps.slice(i, i + 1000));
         await dispatcher.close();
         const client = new pg.Client({ connectionString: url });
