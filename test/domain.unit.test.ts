@@ -6,7 +6,7 @@ import { decide } from '../src/domain/decide.js';
 import { OpsdError } from '../src/domain/errors.js';
 import type { OperationEvent } from '../src/domain/events.js';
 import { evolve, foldEvents } from '../src/domain/evolve.js';
-import { OPERATION_STATUSES, type OperationState, type OperationStatus } from '../src/domain/operation.js';
+import { OPERATION_STATUSES, type Json, type OperationState, type OperationStatus } from '../src/domain/operation.js';
 import { canonicalJson, payloadHash } from '../src/domain/payloadHash.js';
 
 const T0 = '2030-01-01T00:00:00.000Z';
@@ -226,5 +226,25 @@ describe('payload hash', () => {
     assert.notEqual(payloadHash({ a: 1 }), payloadHash({ a: 2 }));
     assert.notEqual(payloadHash([1, 2]), payloadHash([2, 1]));
     assert.equal(canonicalJson({ z: null, a: 'x' }), '{"a":"x","z":null}');
+  });
+
+  it('is the fingerprint stored with every operation accepted so far, for hostile values too', () => {
+    // A resubmission is told apart from a conflict by this fingerprint: it must never change.
+    const stored: [Json, string][] = [
+      [{ account: 'acct_4f9c2e1b7a', amount: 12345, currency: 'EUR', reference: 'invoice-2026-11-000123', memo: 'x'.repeat(180) }, 'a9cd58b55aa23554fbfb32f38a1099c721969080989c070b0ad8b4048875ace4'],
+      [{ b: [1, { d: 3, c: 2 }], a: 1 }, '6b7a9375e00ce082873de2e4ced86e525d5c0e21cb0039301935e8027e8ecbdf'],
+      [[], '4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945'],
+      [{}, '44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a'],
+      [null, '74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b'],
+      ['é\u2028"\\/\n', 'c85a067def7a433fb8f089ab8615d8f5d2d9f9fffb67a0af5ff6a4dcdc92ade1'],
+      [1e21, '241c4643fa70b1dcde1205b71be4e3bebb17e9f880c8e1a33d0ead6c27271d3c'],
+      [-0.5, '1b07b0cffa0b3f596b5e048b0115168886cc5183dd518655b5515ee5dddac6d1'],
+      [9007199254740993, 'c681da39d7273a6a24c15c9cac3a75526ff2ecf8ba4ee60346a0c70c8163bdb2'],
+      [true, 'b5bea41b6c623f7c09f1bf24dcae58ebab3c0cdd90ad966bc43a45b44867e12b'],
+      [{ '': { '10': 1, '9': 2, 'a b': [null, false, { Z: 'z', z: 'Z' }] } }, 'dedb0569993257442fc98362827a73cc11e1ccc73f2e3592ff3721256ffb7c56'],
+      [{ ü: 1, u: 2, '\u0001': 3, '😀': 4 }, '85742a852d6e4eaf81d6282fbd021e1607f854b1f90f80f4434d3872a7b9a230'],
+      [JSON.parse('{"\\ud800x": "\\udc00"}') as Json, '42f0834f4afa4042a161e62722e623ded434051afd72bb335e1ab616fb2253e1'],
+    ];
+    for (const [payload, hash] of stored) assert.equal(payloadHash(payload), hash, canonicalJson(payload));
   });
 });
