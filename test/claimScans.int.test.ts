@@ -66,11 +66,11 @@ describeEachBackend('claim scans', (db) => {
 });
 
 /**
- * 1,100 keys of `type`, each a head deferred for an hour with one due behind it: more active keys
- * than a claim of one or of five visits (1,000).
+ * `count` keys of `type` (1,100 unless told), each a head deferred for an hour with one due behind
+ * it: more active keys than a claim of one or of five visits (1,000).
  */
-async function deferredKeys(db: Db, type: string): Promise<void> {
-  const keys = Array.from({ length: 1_100 }, () => uniqueId('key'));
+async function deferredKeys(db: Db, type: string, count = 1_100): Promise<void> {
+  const keys = Array.from({ length: count }, () => uniqueId('key'));
   for (const round of [0, 1]) {
     for (let from = 0; from < keys.length; from += 500) {
       const items = keys.slice(from, from + 500).map((key) => ({ externalId: uniqueId(), type, payload: {}, orderingKey: key, maxAttempts: 1 }));
@@ -255,7 +255,34 @@ describeEachBackend('a claim past more active keys than it visits', (db) => {
     await deferredKeys(db(), type);
     await raceClaims(db(), type);
   });
+
+  it('reads the marked heads of its types, not the operations queued behind heads it cannot start', async () => {
+    const type = uniqueId('deferred');
+    await deferredKeys(db(), type, BLOCKED_KEYS);
+    const targets = await acceptMany(db(), 2, () => ({ type, orderingKey: uniqueId('key') }));
+    await db().query('ANALYZE operations');
+    const { first, second, claimed } = await db().withSession(async (session) => {
+      await session.query(...claimCall({ types: [uniqueId('deferred')] }));
+      const first = await pagesRead(session, ...claimCall({ types: [type] }));
+      const second = await pagesRead(session, ...claimCall({ types: [type] }));
+      const { rows } = await session.query<{ id: string }>(`SELECT id FROM operations WHERE type = $1 AND state = 'PROCESSING'`, [type]);
+      return { first, second, claimed: rows.map((r) => r.id) };
+    });
+    assert.deepEqual(claimed.toSorted(), targets.toSorted(), 'the two claims took the two heads past the blocked keys');
+    assert.ok(first <= MARKED_FIRST_PAGES, `the first claim read ${first} pages past ${BLOCKED_KEYS} keys with one queued behind each head`);
+    assert.ok(second <= MARKED_AGAIN_PAGES, `the next claim in the session read ${second} pages`);
+  });
 });
+
+/** Keys whose heads wait out a backoff, each with one operation behind it. */
+const BLOCKED_KEYS = 3_000;
+/**
+ * Pages a claim of one may read past them: about 5,700 when its last pass reads the marked heads,
+ * most of it the visit of 1,000 keys before it gives up; 17,000 when that pass walks every due row.
+ */
+const MARKED_FIRST_PAGES = 9_000;
+/** The next claim in the session, which skips the visit that gave up: about 850-1,100 pages, against 15,000. */
+const MARKED_AGAIN_PAGES = 2_500;
 
 /**
  * A claim probes the active-key index once for each candidate it tests, and once more for each

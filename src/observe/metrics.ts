@@ -37,7 +37,7 @@ export class OpsdMetrics {
   readonly claims = this.#counter('opsd_worker_claims_total', 'Claims a worker made (each a call to the store)');
   readonly claimSize = this.#histogram('opsd_worker_claim_size', 'Operations a claim returned', [], [0, 1, 2, 5, 10, 20, 50, 100, 200, 500]);
   readonly leasesRenewed = this.#counter('opsd_worker_lease_renewals_total', 'Leases renewed by heartbeats');
-  readonly repairs = this.#counter('opsd_repairs_total', 'What the leader repaired: operations the reconciler woke again, leases the rescuer took back', ['duty']);
+  readonly repairs = this.#counter('opsd_repairs_total', 'What the leader repaired: operations the reconciler woke again, leases the rescuer took back, heads the head marker marked', ['duty']);
 
   constructor(options: { role: string }) {
     this.registry.setDefaultLabels({ role: options.role });

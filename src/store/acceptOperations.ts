@@ -164,10 +164,21 @@ async function insertNew(db: Db, candidates: Candidate[], announceOn: string | u
       column((c) => c.eventRecord.type as string),
       JSON.stringify(column((c) => withoutPayload(c.eventRecord.data))),
       column((c) => c.state.priority),
+      firstOfTheirKeys(candidates),
       ...(announceOn === undefined ? [] : [announceOn]),
     ],
   );
   return new Map(rows.map((row) => [row.id, Number(row.seq)]));
+}
+
+/** Per candidate, whether it is the first of its ordering key in the batch: only that one may be its key's head. */
+function firstOfTheirKeys(candidates: readonly Candidate[]): boolean[] {
+  const seen = new Set<string>();
+  return candidates.map((c) => {
+    if (seen.has(c.state.orderingKey)) return false;
+    seen.add(c.state.orderingKey);
+    return true;
+  });
 }
 
 /** A received event's data less its payload, which the INSERT takes from the operation's column. */
@@ -190,19 +201,26 @@ const INSERT_WITH = `WITH input AS (
          SELECT * FROM ROWS FROM (unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), jsonb_array_elements($4::jsonb),
                                   unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::int[]), unnest($9::int[]),
                                   unnest($10::timestamptz[]), unnest($11::bigint[]), unnest($12::int[]), unnest($13::timestamptz[]),
-                                  unnest($14::timestamptz[]), unnest($15::text[]), jsonb_array_elements($16::jsonb), unnest($17::smallint[]))
+                                  unnest($14::timestamptz[]), unnest($15::text[]), jsonb_array_elements($16::jsonb), unnest($17::smallint[]),
+                                  unnest($18::bool[]))
            WITH ORDINALITY AS x(id, external_id, type, payload, payload_hash, ordering_key, state, attempts, max_attempts,
-                                run_at, fencing_token, version, created_at, updated_at, event_type, event_data, priority, ord)
+                                run_at, fencing_token, version, created_at, updated_at, event_type, event_data, priority, first_of_key, ord)
        ), numbered AS (
          -- Acceptance order (seq) is submission order...
          SELECT input.*, nextval(pg_get_serial_sequence('operations', 'seq')) AS seq
          FROM (SELECT * FROM input ORDER BY ord) AS input
        ), inserted AS (
          INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, priority, state, attempts,
-                                 max_attempts, run_at, fencing_token, version, created_at, updated_at)
+                                 max_attempts, run_at, fencing_token, version, created_at, updated_at, head)
          OVERRIDING SYSTEM VALUE
          SELECT id, seq, external_id, type, payload, payload_hash, ordering_key, priority, state, attempts,
-                max_attempts, run_at, fencing_token, version, created_at, updated_at
+                max_attempts, run_at, fencing_token, version, created_at, updated_at,
+                -- The head of its key (headMarks.ts): the first of its key in the batch, with nothing
+                -- active on its key. The look stays on the key: a new key costs a descent of the index.
+                CASE WHEN first_of_key THEN NOT EXISTS (
+                  SELECT 1 FROM operations p
+                  WHERE p.ordering_key >= numbered.ordering_key AND p.ordering_key <= numbered.ordering_key
+                    AND p.state IN ('PENDING', 'PROCESSING')) ELSE false END
          -- ...but rows go in by external_id: each locks its entry in the unique index as it goes in, and
          -- one canonical order keeps two overlapping batches from each holding what the other waits for.
          FROM numbered ORDER BY external_id
@@ -217,14 +235,14 @@ const INSERT_WITH = `WITH input AS (
 const INSERT_NEW = prepared(`${INSERT_WITH} SELECT id, seq FROM inserted`);
 
 /**
- * The same, announcing the rows inserted on channel $18: one round trip and one transaction fewer
+ * The same, announcing the rows inserted on channel $19: one round trip and one transaction fewer
  * than a NOTIFY of its own. Notices break every 7,000 bytes of entries; an entry holds at most 128
  * characters of type, under 900 bytes escaped, so each notice stays under PostgreSQL's 8,000.
  * The filter makes the statement read `announced`, which it would otherwise leave out.
  */
 const INSERT_NEW_ANNOUNCED = prepared(
   `${INSERT_WITH}, announced AS (
-         SELECT pg_notify($18, '[' || string_agg(entry, ',' ORDER BY ord) || ']')
+         SELECT pg_notify($19, '[' || string_agg(entry, ',' ORDER BY ord) || ']')
          FROM (
            SELECT entry, ord, sum(octet_length(entry) + 1) OVER (ORDER BY ord) AS upto
            FROM (SELECT json_build_array(i.id, i.type, i.version, i.run_at)::text AS entry, i.ord

@@ -1,5 +1,6 @@
 import type { Queryable } from './db.js';
 import type { DispatchTarget } from './findClaimableHeads.js';
+import { activeKeyVisit } from './activeKeyVisit.js';
 import { nothingRunsOnKey } from './headOfKey.js';
 
 export interface ForgottenHeadsPage {
@@ -21,25 +22,12 @@ export interface ForgottenHeadsOptions {
 }
 
 /**
- * The statement of a page: the active keys in key order, each at its first entry in the active-key
- * index (its first active operation), `keys` of them at most, and that operation where it is a
- * PENDING head nobody touched. One probe per key, so a page never reads the operations queued
- * behind a head, however many there are (a head waiting out a backoff holds them all back).
+ * The statement of a page: `keys` active keys at most (see activeKeyVisit), and the first active
+ * operation of each where it is a PENDING head nobody touched (a head waiting out a backoff holds
+ * back everything queued behind it, and the visit never reads those).
  */
 export function forgottenHeadsQuery(options: ForgottenHeadsOptions): { sql: string; params: unknown[] } {
-  const start = options.afterKey === undefined ? '' : 'AND a.ordering_key > $4';
-  const sql = `WITH RECURSIVE active_keys(k, head_seq, n) AS (
-       (SELECT a.ordering_key, a.seq, 1 FROM operations a
-        WHERE a.state IN ('PENDING', 'PROCESSING') ${start}
-        ORDER BY a.ordering_key, a.seq LIMIT 1)
-       UNION ALL
-       SELECT following.ordering_key, following.seq, active_keys.n + 1
-       FROM active_keys CROSS JOIN LATERAL (
-         SELECT a.ordering_key, a.seq FROM operations a
-         WHERE a.state IN ('PENDING', 'PROCESSING') AND a.ordering_key > active_keys.k
-         ORDER BY a.ordering_key, a.seq LIMIT 1) following
-       WHERE active_keys.n < $3
-     )
+  const sql = `WITH RECURSIVE ${activeKeyVisit(options.afterKey === undefined ? null : '$4', '$3')}
      SELECT v.k, h.id, h.type, h.version, h.run_at FROM active_keys v
      LEFT JOIN operations h ON h.seq = v.head_seq
        AND h.state = 'PENDING' AND h.updated_at <= $1 AND h.run_at <= $2

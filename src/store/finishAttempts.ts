@@ -5,6 +5,7 @@ import { applyCommands, type AddressedCommand, type CommandResult } from './appl
 import { CLAIM_LOCK_NAMESPACE, startCommand, type ClaimedOperation, type ClaimOptions } from './claimOperations.js';
 import { prepared, type Db } from './db.js';
 import { isHeadOfKey } from './headOfKey.js';
+import { ENDED_STATES_SQL, markHeadsOnKeys } from './headMarks.js';
 import { jsonToOperation, type StoredOperation } from './operationRow.js';
 import { eventInput, NEXT_ON_KEY, projectionInput, SET_PROJECTION, stateAfter, transitionArrays, writeTransitions, type Transition } from './saveTransitions.js';
 
@@ -58,7 +59,7 @@ export async function finishAttempts(db: Db, attempts: readonly FinishedAttempt[
     written = outcome.finished;
     started = outcome.started;
   } else {
-    written = await writeTransitions(db, transitions, 'current');
+    written = await writeTransitions(db, transitions, 'current', { endedWereHeads: true });
   }
 
   const results: (CommandResult | null)[] = decided.map((t) => (t && written.has(t.before.id) ? { ok: true, operation: after.get(t.before.id) as StoredOperation } : null));
@@ -132,7 +133,7 @@ const FINISH_AND_START = prepared(
      UPDATE operations AS o SET ${SET_PROJECTION}
      FROM fx AS x
      WHERE o.id = x.id AND o.version = x.expected_version
-     RETURNING o.id, o.ordering_key
+     RETURNING o.id, o.ordering_key, o.seq, o.state
    ), sx AS (
      ${projectionInput(20).replace('AS x(', 'AS sx(')}
    ), started AS (
@@ -143,7 +144,15 @@ const FINISH_AND_START = prepared(
        AND ${isHeadOfKey('SELECT id FROM finished')}
        AND NOT EXISTS (SELECT 1 FROM opsd_type_controls c WHERE c.type = o.type AND c.paused)
        AND pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key))
-     RETURNING o.id, ${NEXT_ON_KEY}
+     RETURNING o.id, o.ordering_key, ${NEXT_ON_KEY}
+   ), marked_heads AS (
+     -- The next on the key of an ended operation becomes the head, unless this statement started it.
+     -- Read after started, so that a row is never written by both.
+     ${markHeadsOnKeys(
+       `SELECT f.ordering_key, f.seq FROM finished f
+        WHERE f.state IN ${ENDED_STATES_SQL} AND f.ordering_key NOT IN (SELECT ordering_key FROM started)`,
+       'SELECT id FROM fx',
+     )}
    ), appended AS (
      INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
      SELECT e.* FROM ${eventInput(13)} WHERE e.operation_id IN (SELECT id FROM finished)

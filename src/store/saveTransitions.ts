@@ -2,6 +2,7 @@ import type { OperationEvent } from '../domain/events.js';
 import { evolve } from '../domain/evolve.js';
 import type { OperationState } from '../domain/operation.js';
 import { prepared, type Queryable } from './db.js';
+import { ENDED_STATES_SQL, HEAD_ON_RETURN, markHeadsOnKeys } from './headMarks.js';
 import { eventToRecord } from './operationRow.js';
 
 /** One decided change to an existing operation: the state it was decided on and the events it produced. */
@@ -71,36 +72,56 @@ export function eventInput(first: number): string {
 /** The SET list that writes a projection row from `x`. */
 export const SET_PROJECTION = `state = x.state, attempts = x.attempts, run_at = x.run_at, fencing_token = x.fencing_token,
            lease_owner = x.lease_owner, lease_expires_at = x.lease_expires_at, result = x.result::jsonb,
-           last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at`;
+           last_error = x.last_error::jsonb, version = x.version, updated_at = x.updated_at, ${HEAD_ON_RETURN}`;
 
-/** The write; both guards share it and differ in what they make of rows it left out. */
-const WRITE = prepared(
-  `WITH x AS (
+/**
+ * The write; both guards share it and differ in what they make of rows it left out. Where an
+ * operation ends, the next on its key becomes the head: looked for from the start of the key, or,
+ * with `endedWereHeads`, past the ended operation.
+ */
+function writeStatement(endedWereHeads: boolean) {
+  const ended = endedWereHeads
+    ? `SELECT u.ordering_key, u.seq FROM updated u WHERE u.state IN ${ENDED_STATES_SQL}`
+    : `SELECT DISTINCT u.ordering_key, 0::bigint FROM updated u WHERE u.state IN ${ENDED_STATES_SQL}`;
+  return prepared(
+    `WITH x AS (
        ${projectionInput(1)}
      ), updated AS (
        UPDATE operations AS o SET ${SET_PROJECTION}
        FROM x
        WHERE o.id = x.id AND o.version = x.expected_version
-       RETURNING o.id
+       RETURNING o.id, o.ordering_key, o.seq, o.state
+     ), marked_heads AS (
+       ${markHeadsOnKeys(ended, 'SELECT id FROM x')}
      ), appended AS (
        INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
        SELECT e.* FROM ${eventInput(13)}
        WHERE e.operation_id IN (SELECT id FROM updated)
      )
      SELECT id FROM updated`,
-);
+  );
+}
+
+const WRITE = writeStatement(false);
+const WRITE_ENDING_HEADS = writeStatement(true);
 
 /**
  * Writes transitions in one statement: the projection rows, each guarded by the version it was
  * decided on, and the events of the rows written. Arrays through `unnest` rather than a JSON record
  * set (PostgreSQL parses one value per cell instead of a document), and one statement rather than
  * two, so a write of many rows is one round trip and, outside a transaction, one commit.
- * Returns the ids written.
+ * Returns the ids written. `endedWereHeads`: every transition is the end of an attempt, whose
+ * operation was its key's head while it ran.
  */
-export async function writeTransitions(tx: Queryable, transitions: readonly Transition[], guard: WriteGuard): Promise<Set<string>> {
+export async function writeTransitions(
+  tx: Queryable,
+  transitions: readonly Transition[],
+  guard: WriteGuard,
+  options: { endedWereHeads?: boolean } = {},
+): Promise<Set<string>> {
   const arrays = transitionArrays(transitions);
   if (!arrays) return new Set();
-  const { rows } = await tx.query<{ id: string }>(WRITE, [...arrays.rows, ...arrays.events]);
+  const { rows } = await tx.query<{ id: string }>(options.endedWereHeads ? WRITE_ENDING_HEADS : WRITE, [...arrays.rows, ...arrays.events]);
   const written = new Set(rows.map((row) => row.id));
   if (guard === 'all-or-error' && written.size !== arrays.count) {
     throw new Error(`projection write lost a race: updated ${written.size} of ${arrays.count} rows`);
