@@ -3,11 +3,12 @@ import type { Queryable } from './db.js';
 
 /**
  * The `head` mark (migration 014): a PENDING operation that was the first active one of its key when
- * it was written. Only PENDING operations hold it: a start clears it. A claim that cannot visit every active key reads the marked due heads of its types
- * instead of every due row, so the operations queued behind heads it cannot start (a retry's backoff,
- * a running one) cost it nothing. The mark is a hint: the claim checks every head as before, so a
- * mark that is no longer true costs a probe. A missing one delays the operation until the head
- * marker (src/worker/headMarker.ts) or a pass that reads unmarked rows finds it.
+ * it was written. Only PENDING operations hold it: a start clears it. A claim that cannot visit
+ * every active key reads the marked due heads of its types instead of every due row, so the
+ * operations queued behind heads it cannot start (a retry's backoff, a running one) cost it nothing.
+ * The mark is a hint: the claim checks every head as before, so a mark that is no longer true costs
+ * a probe. A missing one delays the operation until the head marker (src/worker/headMarker.ts) or a
+ * pass that reads unmarked rows finds it.
  *
  * Written where an operation becomes a head: on accept (acceptOperations), on its return to PENDING
  * from PROCESSING or FAILED ({@link HEAD_ON_RETURN}), and when the operation before it on its key ends
