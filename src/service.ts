@@ -20,6 +20,7 @@ import { startHealthServer } from './worker/healthServer.js';
 import { authenticatorFor, describeAuth } from './auth/startAuth.js';
 import { createHeadMarker } from './worker/headMarker.js';
 import { createLeaseRescuer } from './worker/leaseRescuer.js';
+import { createTableUpkeeper } from './worker/tableUpkeeper.js';
 import { loadHandlers } from './worker/loadHandlers.js';
 import { Worker } from './worker/worker.js';
 
@@ -89,6 +90,8 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
       // Four times a second: a subscriber hears of an outcome within about a quarter second.
       runPeriodically(createOutboxRelay({ db, dispatcher, logger }), 250, logger),
     ];
+    // The embedded store has no autovacuum: without this, dead row versions pile up for as long as it lives.
+    if (db.kind === 'pglite') stops.push(runPeriodically(createTableUpkeeper({ db, logger }), 5000, logger));
     if (dispatcher.kind === 'bullmq') {
       const reconciler = createReconciler({ db, dispatcher, logger });
       stops.push(runPeriodically(countedRepairs(reconciler, 'reconciler', metrics), 2000, logger));
