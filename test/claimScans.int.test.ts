@@ -123,7 +123,7 @@ const CLAIM_PAGES = 2_500;
  * start now (a retry's backoff, a paused type) fails the head check at the cost of a probe. The scan
  * tests a bounded number of rows, then looks key by key, so that a deep backlog behind such heads
  * does not make every claim walk it (0.8 s a claim with 100,000 behind 10 keys). Past too many keys
- * to visit, it walks the due rows of its types: slower, never wrong.
+ * to visit, it reads the marked due heads of its types (migration 014).
  */
 describeEachBackend('a claim past heads it cannot start', (db) => {
   it('reads a bounded number of pages past its own busy keys, however many wait behind them', async () => {
@@ -223,9 +223,9 @@ const OTHERS = 5_000;
 /** Operations due behind a running head. */
 const QUEUED = 300;
 /**
- * Pages the claim may read: about 3,700 when its last pass walks the due rows of its type (most of it
- * the visit of 1,000 keys before it gives up), 8,700 when it walks every PENDING row, and growing
- * with the other types' backlog.
+ * Pages the claim may read: about 3,700 when its last pass walked the due rows of its type (most of
+ * it the visit of 1,000 keys before it gives up; less since it reads the marked heads), 8,700 when
+ * it walked every PENDING row, and growing with the other types' backlog.
  */
 const FALLBACK_PAGES = 5_500;
 
