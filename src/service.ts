@@ -6,7 +6,7 @@ import { createNotifyDispatcher, decodeDispatchNotice, DISPATCH_CHANNEL } from '
 import { createReconciler } from './dispatch/reconciler.js';
 import { createOutboxRelay } from './webhooks/outboxRelay.js';
 import { registerWebhookDeliveries } from './webhooks/deliveryDestinations.js';
-import { runPeriodically, type Duty } from './lib/periodic.js';
+import { runPeriodically, type CountingDuty, type Duty } from './lib/periodic.js';
 import { startApiProtection } from './protect/apiProtection.js';
 import { createProtectionCleaner } from './protect/protectionCleaner.js';
 import { SECRET_PATHS } from './lib/logRedaction.js';
@@ -306,7 +306,7 @@ export function startService(config: Config, logger?: Logger): Promise<RunningSe
 }
 
 /** A duty whose passes count what they repaired in `opsd_repairs_total`. */
-function countedRepairs(duty: { name: string; runOnce(): Promise<number> }, label: string, metrics: OpsdMetrics): Duty {
+function countedRepairs(duty: CountingDuty, label: string, metrics: OpsdMetrics): Duty {
   return {
     name: duty.name,
     runOnce: async () => {

@@ -1,13 +1,11 @@
 import type { Logger } from 'pino';
-import type { Duty } from '../lib/periodic.js';
+import type { CountingDuty } from '../lib/periodic.js';
 import type { Db } from '../store/db.js';
 import { findForgottenHeads } from '../store/findForgottenHeads.js';
 import type { Dispatcher } from './dispatcher.js';
 
 /** A pass returns how many operations it woke again. */
-export interface Reconciler extends Duty {
-  runOnce(): Promise<number>;
-}
+export type Reconciler = CountingDuty;
 
 /** The cause of every reconciler wake-up: one per operation version, however many passes see it. */
 export const RECONCILE_CAUSE = 'reconcile';

@@ -6,6 +6,11 @@ export interface Duty {
   runOnce(): Promise<unknown>;
 }
 
+/** A duty whose pass resolves to how many things it repaired (operations woken, heads marked, tables kept up). */
+export interface CountingDuty extends Duty {
+  runOnce(): Promise<number>;
+}
+
 /**
  * Runs `duty.runOnce()` every `intervalMs` ±20 % (jitter keeps many processes from aligning), the
  * first time at once with `firstAtOnce`,

@@ -16,13 +16,12 @@ export interface TableUpkeep {
  */
 export async function tablesDueForUpkeep(db: Db): Promise<TableUpkeep[]> {
   const { rows } = await db.query<{ relname: string; vacuum: boolean; analyze: boolean }>(
-    `SELECT relname,
-            n_dead_tup > 50 + 0.2 * n_live_tup AS vacuum,
-            n_mod_since_analyze > 50 + 0.1 * n_live_tup AS analyze
-     FROM pg_stat_user_tables
-     WHERE schemaname = current_schema()
-       AND (n_dead_tup > 50 + 0.2 * n_live_tup OR n_mod_since_analyze > 50 + 0.1 * n_live_tup)
-     ORDER BY n_dead_tup + n_mod_since_analyze DESC`,
+    `SELECT relname, due_vacuum AS vacuum, due_analyze AS analyze FROM (
+       SELECT relname, n_dead_tup > 50 + 0.2 * n_live_tup AS due_vacuum, n_mod_since_analyze > 50 + 0.1 * n_live_tup AS due_analyze,
+              n_dead_tup + n_mod_since_analyze AS changed
+       FROM pg_stat_user_tables WHERE schemaname = current_schema()) t
+     WHERE due_vacuum OR due_analyze
+     ORDER BY changed DESC`,
   );
   return rows.map((row) => ({ table: row.relname, vacuum: row.vacuum, analyze: row.analyze }));
 }

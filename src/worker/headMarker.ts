@@ -1,12 +1,7 @@
 import type { Logger } from 'pino';
-import type { Duty } from '../lib/periodic.js';
+import type { CountingDuty } from '../lib/periodic.js';
 import type { Db } from '../store/db.js';
 import { markUnmarkedHeads } from '../store/headMarks.js';
-
-/** The duty; a pass resolves to the number of heads it marked. */
-export interface HeadMarker extends Duty {
-  runOnce(): Promise<number>;
-}
 
 /**
  * The duty that marks heads whose mark is missing (src/store/headMarks.ts): an operation accepted
@@ -14,9 +9,10 @@ export interface HeadMarker extends Duty {
  * marked. Claims that cannot visit every active key would pass it over until the operations ahead
  * of it in claim order have gone. Each pass visits up to `pagesPerPass` pages of `keysPerPage`
  * active keys, one probe each, and goes on where the last pass stopped, starting over past the last
- * key: every active key is visited once every (active keys ÷ keys per pass) passes.
+ * key: every active key is visited once every (active keys ÷ keys per pass) passes. A pass resolves
+ * to the number of heads it marked.
  */
-export function createHeadMarker(options: { db: Db; logger: Logger; keysPerPage?: number; pagesPerPass?: number }): HeadMarker {
+export function createHeadMarker(options: { db: Db; logger: Logger; keysPerPage?: number; pagesPerPass?: number }): CountingDuty {
   const keysPerPage = options.keysPerPage ?? 1000;
   const pagesPerPass = options.pagesPerPass ?? 4;
   let afterKey: string | undefined;

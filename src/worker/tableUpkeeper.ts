@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Duty } from '../lib/periodic.js';
+import type { CountingDuty } from '../lib/periodic.js';
 import type { Db } from '../store/db.js';
 import { keepUpTable, tablesDueForUpkeep } from '../store/tableUpkeep.js';
 
@@ -8,7 +8,7 @@ import { keepUpTable, tablesDueForUpkeep } from '../store/tableUpkeep.js';
  * pass vacuums and analyzes the tables past autovacuum's default thresholds (see tablesDueForUpkeep).
  * A pass resolves to the number of tables it kept up.
  */
-export function createTableUpkeeper(options: { db: Db; logger: Logger }): Duty & { runOnce(): Promise<number> } {
+export function createTableUpkeeper(options: { db: Db; logger: Logger }): CountingDuty {
   return {
     name: 'table-upkeeper',
     async runOnce() {
