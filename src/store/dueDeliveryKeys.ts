@@ -1,5 +1,6 @@
 import type { Queryable } from './db.js';
 import { isHeadOfKey, nothingRunsOnKey } from './headOfKey.js';
+import { pendingFoundByKey } from './pendingByKey.js';
 
 export interface DueDeliveryKeysOptions {
   now: Date;
@@ -61,7 +62,7 @@ const HEADS_BY_DELIVERY_KEY = `WITH RECURSIVE delivery_keys(k) AS (
     ORDER BY a.ordering_key, a.seq LIMIT 1) first_active
   JOIN operations o ON o.seq = first_active.seq
   WHERE first_active.ordering_key = v.k
-    AND o.state = 'PENDING' AND o.type = 'webhook.deliver' AND o.run_at <= $1
+    AND ${pendingFoundByKey('o')} AND o.type = 'webhook.deliver' AND o.run_at <= $1
     AND NOT (o.ordering_key = ANY ($2::text[]))
     AND ${nothingRunsOnKey('o.ordering_key')}
   ORDER BY o.seq

@@ -2,6 +2,7 @@ import type { Queryable } from './db.js';
 import type { DispatchTarget } from './findClaimableHeads.js';
 import { activeKeyVisit } from './activeKeyVisit.js';
 import { nothingRunsOnKey } from './headOfKey.js';
+import { pendingFoundByKey } from './pendingByKey.js';
 
 export interface ForgottenHeadsPage {
   /** PENDING heads of the keys visited, due by `dueBy`, untouched since `unchangedSince`, nothing running on their key. */
@@ -30,7 +31,7 @@ export function forgottenHeadsQuery(options: ForgottenHeadsOptions): { sql: stri
   const sql = `WITH RECURSIVE ${activeKeyVisit(options.afterKey === undefined ? null : '$4', '$3')}
      SELECT v.k, h.id, h.type, h.version, h.run_at FROM active_keys v
      LEFT JOIN operations h ON h.seq = v.head_seq
-       AND h.state = 'PENDING' AND h.updated_at <= $1 AND h.run_at <= $2
+       AND ${pendingFoundByKey('h')} AND h.updated_at <= $1 AND h.run_at <= $2
        AND ${nothingRunsOnKey('v.k')}
      ORDER BY v.k`;
   const params: unknown[] = [options.unchangedSince.toISOString(), options.dueBy.toISOString(), options.keys];

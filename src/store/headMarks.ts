@@ -1,4 +1,5 @@
 import { activeKeyVisit } from './activeKeyVisit.js';
+import { pendingFoundByKey } from './pendingByKey.js';
 import type { Queryable } from './db.js';
 
 /**
@@ -46,7 +47,7 @@ export function markHeadsOnKeys(from: string, leftOut: string): string {
            AND p.state IN ('PENDING', 'PROCESSING') AND p.id NOT IN (${leftOut})
          ORDER BY p.ordering_key, p.seq LIMIT 1) f
        JOIN operations h ON h.seq = f.seq
-       WHERE h.state = 'PENDING' AND h.head IS NOT TRUE
+       WHERE ${pendingFoundByKey('h')} AND h.head IS NOT TRUE
        FOR UPDATE OF h SKIP LOCKED)`;
 }
 
@@ -74,7 +75,7 @@ export async function markUnmarkedHeads(db: Queryable, options: { afterKey?: str
        UPDATE operations AS o SET head = true
        WHERE o.id IN (
          SELECT h.id FROM active_keys v JOIN operations h ON h.seq = v.head_seq
-         WHERE h.state = 'PENDING' AND h.head IS NOT TRUE
+         WHERE ${pendingFoundByKey('h')} AND h.head IS NOT TRUE
          FOR UPDATE OF h SKIP LOCKED)
        RETURNING o.id
      )

@@ -3,7 +3,7 @@
  * and nothing accepted earlier on its key is still active. The first clause also covers an earlier
  * operation whose insert committed late. Dispatch and successor starts use this definition, and
  * the walks of the keys (the reconciler's, the look for due deliveries) its first clause; the claim
- * function `opsd_claim` (migrations/014) spells out the same clauses, so a change here is a new
+ * function `opsd_claim` (migrations/015) spells out the same clauses, so a change here is a new
  * migration there too.
  *
  * `o` must be active itself; `except`: a query of ids to leave out (operations ending in the same

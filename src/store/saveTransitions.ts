@@ -4,6 +4,7 @@ import type { OperationState } from '../domain/operation.js';
 import { prepared, type Queryable } from './db.js';
 import { ENDED_STATES_SQL, HEAD_ON_RETURN, markHeadsOnKeys } from './headMarks.js';
 import { eventToRecord } from './operationRow.js';
+import { pendingFoundByKey } from './pendingByKey.js';
 
 /** One decided change to an existing operation: the state it was decided on and the events it produced. */
 export interface Transition<S extends OperationState = OperationState> {
@@ -47,7 +48,7 @@ export const NEXT_ON_KEY = `(SELECT to_jsonb(n) FROM (
       WHERE (p.ordering_key, p.seq) > (o.ordering_key, o.seq) AND p.state IN ('PENDING', 'PROCESSING')
       ORDER BY p.ordering_key, p.seq LIMIT 1) following
     JOIN operations n ON n.seq = following.seq
-    WHERE following.ordering_key = o.ordering_key AND n.state = 'PENDING') AS next`;
+    WHERE following.ordering_key = o.ordering_key AND ${pendingFoundByKey('n')}) AS next`;
 
 /** Twelve arrays of projection columns, from parameter `$first` on, as the table `x`. */
 export function projectionInput(first: number): string {
