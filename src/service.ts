@@ -21,6 +21,7 @@ import { authenticatorFor, describeAuth } from './auth/startAuth.js';
 import { createHeadMarker } from './worker/headMarker.js';
 import { createLeaseRescuer } from './worker/leaseRescuer.js';
 import { createTableUpkeeper } from './worker/tableUpkeeper.js';
+import { createEstimateKeeper } from './worker/estimateKeeper.js';
 import { loadHandlers } from './worker/loadHandlers.js';
 import { Worker } from './worker/worker.js';
 
@@ -92,6 +93,8 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
     ];
     // The embedded store has no autovacuum: without this, dead row versions pile up for as long as it lives.
     if (db.kind === 'pglite') stops.push(runPeriodically(createTableUpkeeper({ db, logger }), 5000, logger));
+    // Autovacuum analyzes a table once a tenth of it changed: on a large one a burst stays unknown to the planner meanwhile.
+    if (db.kind === 'postgres') stops.push(runPeriodically(countedRepairs(createEstimateKeeper({ db, logger }), 'estimate_keeper', metrics), 5000, logger));
     if (dispatcher.kind === 'bullmq') {
       const reconciler = createReconciler({ db, dispatcher, logger });
       stops.push(runPeriodically(countedRepairs(reconciler, 'reconciler', metrics), 2000, logger));

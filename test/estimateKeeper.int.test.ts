@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Db } from '../src/store/db.js';
+import { readStateEstimates, type StateEstimate } from '../src/store/stateEstimates.js';
+import { createEstimateKeeper, estimateLags, LAG_FLOOR, MIN_ANALYZE_INTERVAL_MS } from '../src/worker/estimateKeeper.js';
+import { acceptMany } from './support/acceptMany.js';
+import { databaseSkip, postgresBackend, type TestDb } from './support/backends.js';
+import { claimCall } from './support/claimCall.js';
+import { pagesRead } from './support/pagesRead.js';
+import { testLogger, uniqueId } from './support/helpers.js';
+
+describe('when the planner\'s estimate of a state lags', () => {
+  const of = (estimated: number | null, counted: number): StateEstimate => ({ state: 'PENDING', estimated, counted });
+
+  it('lags when thousands are there and the estimate is under a quarter of them', () => {
+    assert.equal(estimateLags(of(0, 5_000)), true);
+    assert.equal(estimateLags(of(2_000, 10_000)), true);
+    assert.equal(estimateLags(of(0.5, LAG_FLOOR)), true);
+  });
+
+  it('does not lag for a few rows, within four times, above the count, or before anything was counted', () => {
+    assert.equal(estimateLags(of(0, LAG_FLOOR - 1)), false);
+    assert.equal(estimateLags(of(2_000, 8_000)), false);
+    assert.equal(estimateLags(of(50_000, 10_000)), false);
+    assert.equal(estimateLags(of(null, 10_000)), false);
+  });
+});
+
+/**
+ * Autovacuum analyzes a table once a tenth of it has changed: on a large table, a burst of PENDING
+ * operations or thousands of long attempts running stay unknown to the planner meanwhile, and its
+ * plans read every such row for each row they look up. The leader's estimate keeper analyzes
+ * `operations` when its estimates lag what is there.
+ */
+describe('the estimate keeper', { skip: databaseSkip }, () => {
+  let handle: TestDb | undefined;
+  const db = (): Db => {
+    if (!handle) throw new Error('database not open yet');
+    return handle.db;
+  };
+  before(async () => {
+    handle = await postgresBackend.open();
+    // Its own database: autovacuum must not analyze under the test.
+    await db().query('ALTER TABLE operations SET (autovacuum_enabled = off)');
+  });
+  after(async () => {
+    await handle?.cleanup();
+  });
+
+  const estimateOf = async (state: StateEstimate['state']) => (await readStateEstimates(db(), 10_000)).find((e) => e.state === state) as StateEstimate;
+
+  /** Pages a claim of 100 of `type` reads, rolled back so that it starts nothing. */
+  const claimPages = (type: string) =>
+    db().withSession(async (session) => {
+      await session.query(...claimCall({ types: [uniqueId('idle')], limit: 100 }));
+      await session.query('BEGIN');
+      try {
+        return await pagesRead(session, ...claimCall({ types: [type], limit: 100 }));
+      } finally {
+        await session.query('ROLLBACK');
+      }
+    });
+
+  it('analyzes once a burst of PENDING outgrows the estimate of a queue that had caught up, and leaves fresh statistics alone', async () => {
+    const done = await acceptMany(db(), 2_000, () => ({ type: 'done', orderingKey: uniqueId('key') }));
+    await db().query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE id = ANY($1::uuid[])`, [done]);
+    await db().query('VACUUM ANALYZE operations');
+    let clock = 0;
+    const keeper = createEstimateKeeper({ db: db(), logger: testLogger(), now: () => clock });
+    assert.equal(await keeper.runOnce(), 0, 'nothing lags with nothing PENDING');
+    await acceptMany(db(), 5_000, () => ({ type: uniqueId('burst'), orderingKey: uniqueId('key') }));
+    assert.equal((await estimateOf('PENDING')).estimated, 0, 'the planner still expects no PENDING operation');
+    assert.equal(await keeper.runOnce(), 1, 'the keeper analyzed');
+    const after = await estimateOf('PENDING');
+    assert.ok((after.estimated ?? 0) >= 4_000, `the planner expects ${after.estimated} PENDING of ${after.counted}`);
+    clock += MIN_ANALYZE_INTERVAL_MS;
+    assert.equal(await keeper.runOnce(), 0, 'fresh statistics are left alone');
+  });
+
+  it('analyzes once thousands run that the planner expects few of, after which a claim reads a fraction of the pages', async () => {
+    const type = uniqueId('type');
+    await acceptMany(db(), 100, () => ({ type, orderingKey: uniqueId('key'), priority: 10 }));
+    await db().query('ANALYZE operations');
+    const running = await acceptMany(db(), 8_000, () => ({ type: 'long', orderingKey: uniqueId('key'), priority: -10 }));
+    await db().query(`UPDATE operations SET state = 'PROCESSING', head = NULL WHERE id = ANY($1::uuid[])`, [running]);
+    // Expecting a few running, the claim hashes the keys of all of them at each call.
+    const hashing = await claimPages(type);
+    const keeper = createEstimateKeeper({ db: db(), logger: testLogger() });
+    assert.equal(await keeper.runOnce(), 1, 'the keeper analyzed');
+    const probing = await claimPages(type);
+    assert.ok(probing * 2 <= hashing, `a claim of 100 with 8,000 running read ${probing} pages once analyzed, against ${hashing} before`);
+  });
+
+  it('does not wait for a vacuum under way: it skips, and analyzes a minute later', async () => {
+    await db().query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE state IN ('PENDING', 'PROCESSING')`);
+    await db().query('VACUUM ANALYZE operations');
+    await acceptMany(db(), 2 * LAG_FLOOR, () => ({ type: uniqueId('burst'), orderingKey: uniqueId('key') }));
+    let clock = 0;
+    const keeper = createEstimateKeeper({ db: db(), logger: testLogger(), now: () => clock });
+    const vacuum = await db().withSession(async (session) => {
+      // The lock a vacuum holds.
+      await session.query('BEGIN');
+      await session.query('LOCK TABLE operations IN SHARE UPDATE EXCLUSIVE MODE');
+      try {
+        return await keeper.runOnce();
+      } finally {
+        await session.query('ROLLBACK');
+      }
+    });
+    assert.equal(vacuum, 0, 'nothing analyzed while the table was locked');
+    assert.ok(estimateLags(await estimateOf('PENDING')), 'the estimate still lags');
+    clock += MIN_ANALYZE_INTERVAL_MS;
+    assert.equal(await keeper.runOnce(), 1, 'analyzed once the lock was gone');
+  });
+
+  it('analyzes at most once a minute', async () => {
+    let clock = 0;
+    const keeper = createEstimateKeeper({ db: db(), logger: testLogger(), now: () => clock });
+    const burst = async () => {
+      await db().query(`VACUUM ANALYZE operations`);
+      await db().query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE state IN ('PENDING', 'PROCESSING')`);
+      await db().query(`VACUUM ANALYZE operations`);
+      await acceptMany(db(), 2 * LAG_FLOOR, () => ({ type: uniqueId('burst'), orderingKey: uniqueId('key') }));
+    };
+    await burst();
+    assert.equal(await keeper.runOnce(), 1);
+    await burst();
+    clock += MIN_ANALYZE_INTERVAL_MS - 1;
+    assert.equal(await keeper.runOnce(), 0, 'a minute has not passed');
+    clock += 1;
+    assert.equal(await keeper.runOnce(), 1, 'a minute has passed');
+  });
+});
