@@ -170,6 +170,23 @@ async function seed(db: Db, count: number, keys: number | 'distinct'): Promise<v
   }
 }
 
+/** `count` operations done, then the table vacuumed and analyzed with nothing PENDING; autovacuum off for it. */
+async function caughtUp(db: Db, count: number): Promise<void> {
+  await db.query('ALTER TABLE operations SET (autovacuum_enabled = off)');
+  for (let start = 0; start < count; start += 1000) {
+    const items: NewOperation[] = Array.from({ length: Math.min(1000, count - start) }, (_, j) => ({
+      externalId: `done-${start + j}`,
+      type: 'demo.echo',
+      payload: { i: start + j },
+      maxAttempts: 3,
+      orderingKey: `done-${start + j}`,
+    }));
+    await acceptOperations(db, items, new Date(Date.now() - 1000));
+  }
+  await db.query(`UPDATE operations SET state = 'COMPLETED', head = NULL`);
+  await db.query('VACUUM ANALYZE operations');
+}
+
 async function drainRate(db: Db): Promise<number> {
   const { rows } = await db.query<{ n: number; seconds: number }>(
     `SELECT count(*) FILTER (WHERE type = 'completed')::int AS n,
@@ -247,7 +264,13 @@ async function countInState(apiUrl: string, state: string): Promise<number> {
 }
 
 /** N PENDING operations seeded first, then workers started and woken: operations/s from first start to last completion. */
-export async function drain(mode: Mode, workers: number, keys: number | 'distinct', s: Settings): Promise<Sample> {
+/**
+ * Drains of `count` operations seeded before the workers start. `history`: on a server, that many
+ * operations done before them, with the table then vacuumed and analyzed: the statistics of a
+ * queue that had caught up (docs/performance.md), kept while the burst drains, as a large table's
+ * would be (autovacuum is off for this table, which is small enough that it would analyze it).
+ */
+export async function drain(mode: Mode, workers: number, keys: number | 'distinct', s: Settings, options: { history?: number } = {}): Promise<Sample> {
   const values: number[] = [];
   const count = keys === 'distinct' ? s.drainCount : s.orderedDrainCount;
   for (let run = 0; run < s.runs; run += 1) {
@@ -269,6 +292,7 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
         await after.close();
       } else {
         const db = await openDb({ databaseUrl: url, dataDir: '', poolMax: 10 });
+        if (options.history) await caughtUp(db, options.history);
         await seed(db, count, keys);
         // Woken as accepting wakes them. Through Redis, a wake-up job per batch of heads; on
         // PostgreSQL alone one NOTIFY, which every worker hears. A woken worker claims while it finds work.
@@ -284,7 +308,7 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
         await dispatcher.close();
         const client = new pg.Client({ connectionString: url });
         await client.connect();
-        await waitUntil(async () => (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE state = 'COMPLETED'`)).rows[0]?.n === count);
+        await waitUntil(async () => (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE state = 'COMPLETED'`)).rows[0]?.n === count + (options.history ?? 0));
         await client.end();
         values.push(await drainRate(db));
         await db.close();
@@ -295,7 +319,8 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
     }
   }
   const what = keys === 'distinct' ? `${count} ops, distinct keys` : `${count} ops, ${keys} keys`;
-  return { scenario: `drain ${workers}w ${what}`, mode, metric: 'ops/s', unit: 'ops/s', values };
+  const after = options.history ? `, after ${options.history} done` : '';
+  return { scenario: `drain ${workers}w ${what}${after}`, mode, metric: 'ops/s', unit: 'ops/s', values };
 }
 
 async function waitUntil(probe: () => Promise<boolean>, timeoutMs = 300_000): Promise<void> {
