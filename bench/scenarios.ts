@@ -263,12 +263,12 @@ async function countInState(apiUrl: string, state: string): Promise<number> {
   return ((await response.json()) as { operations: unknown[] }).operations.length;
 }
 
-/** N PENDING operations seeded first, then workers started and woken: operations/s from first start to last completion. */
 /**
- * Drains of `count` operations seeded before the workers start. `history`: on a server, that many
- * operations done before them, with the table then vacuumed and analyzed: the statistics of a
- * queue that had caught up (docs/performance.md), kept while the burst drains, as a large table's
- * would be (autovacuum is off for this table, which is small enough that it would analyze it).
+ * N PENDING operations seeded first, then workers started and woken: operations/s from first start
+ * to last completion. `history`: on a server, that many operations done before them, with the
+ * table then vacuumed and analyzed: the statistics of a queue that had caught up
+ * (docs/performance.md), kept while the burst drains, as a large table's would be (autovacuum is
+ * off for this table, which is small enough that it would analyze it).
  */
 export async function drain(mode: Mode, workers: number, keys: number | 'distinct', s: Settings, options: { history?: number } = {}): Promise<Sample> {
   const values: number[] = [];

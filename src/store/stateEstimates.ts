@@ -14,8 +14,9 @@ export interface StateEstimate {
 
 /**
  * The planner's estimate of the PENDING and of the PROCESSING operations, each from the partial
- * index the claim reads them by, and a count of each up to `cap` (from the same index: a few
- * milliseconds at 10,000).
+ * index the claim reads them by, and a count of each up to `cap` from the same index (1.2 ms with
+ * 20,000 PENDING). Each count asks for its index's order, so that no statistics can make a scan of
+ * the whole table look cheaper, as one that expected many PENDING rows, taken in a burst, would.
  */
 export async function readStateEstimates(db: Queryable, cap: number): Promise<StateEstimate[]> {
   const { rows } = await db.query<{ state: StateEstimate['state']; estimated: number | null; counted: number }>(
@@ -23,8 +24,10 @@ export async function readStateEstimates(db: Queryable, cap: number): Promise<St
             CASE WHEN c.relpages > 0 AND c.reltuples >= 0
                  THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int) END::float8 AS estimated,
             CASE s.state
-              WHEN 'PENDING' THEN (SELECT count(*) FROM (SELECT 1 FROM operations WHERE state = 'PENDING' LIMIT $1) p)
-              ELSE (SELECT count(*) FROM (SELECT 1 FROM operations WHERE state = 'PROCESSING' LIMIT $1) r)
+              WHEN 'PENDING' THEN (SELECT count(*) FROM (
+                SELECT 1 FROM operations WHERE state = 'PENDING' ORDER BY (-priority), seq LIMIT $1) p)
+              ELSE (SELECT count(*) FROM (
+                SELECT 1 FROM operations WHERE state = 'PROCESSING' ORDER BY ordering_key LIMIT $1) r)
             END::int AS counted
      FROM (VALUES ('PENDING', 'operations_claim_idx'), ('PROCESSING', 'operations_running_key_idx')) AS s(state, index_name)
      JOIN pg_class c ON c.oid = to_regclass(s.index_name)
