@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { afterEach, it } from 'node:test';
+import { afterEach, before, it } from 'node:test';
 import type { Db } from '../src/store/db.js';
 import { dueDeliveryKeys } from '../src/store/dueDeliveryKeys.js';
 import { deliveryOrderingKey } from '../src/store/subscriptions.js';
@@ -25,6 +25,11 @@ describeEachBackend('the look for due webhook deliveries', (db) => {
   const deliveries = (orderingKey: string, count: number) => acceptMany(db(), count, () => ({ type: 'webhook.deliver', orderingKey }));
   const deferHead = (id: string | undefined) => db().query(`UPDATE operations SET run_at = now() + interval '1 hour' WHERE id = $1`, [id]);
   const look = (target: Db, limit: number, busyKeys: string[] = []) => dueDeliveryKeys(target, { now: new Date(), busyKeys, limit });
+
+  // The last test counts on its first look marking the ended deliveries' index entries dead. A
+  // snapshot held meanwhile in the database forbids that (an autoanalyze takes one): its second look
+  // then read 3,329 pages in a CI run, and 6,331 with a transaction held open by hand.
+  before(() => db().query('ALTER TABLE operations SET (autovacuum_enabled = off)'));
 
   // Each test starts with no delivery active.
   afterEach(() => db().query(`UPDATE operations SET state = 'COMPLETED' WHERE type = 'webhook.deliver' AND state IN ('PENDING', 'PROCESSING')`));
