@@ -160,11 +160,12 @@ export async function accept(mode: Mode, s: Settings): Promise<Sample[]> {
   }
 }
 
-async function seed(db: Db, count: number, keys: number | 'distinct'): Promise<void> {
+/** `prefix`: put before every external id and key, so that seeds of one store never share either. */
+async function seed(db: Db, count: number, keys: number | 'distinct', prefix = ''): Promise<void> {
   for (let start = 0; start < count; start += 1000) {
     const items: NewOperation[] = Array.from({ length: Math.min(1000, count - start) }, (_, j) => {
       const i = start + j;
-      return { externalId: `drain-${i}`, type: 'demo.echo', payload: { i }, maxAttempts: 3, orderingKey: keys === 'distinct' ? `k-${i}` : `k-${i % keys}` };
+      return { externalId: `${prefix}drain-${i}`, type: 'demo.echo', payload: { i }, maxAttempts: 3, orderingKey: `${prefix}k-${keys === 'distinct' ? i : i % keys}` };
     });
     await acceptOperations(db, items, new Date(Date.now() - 1000));
   }
@@ -173,16 +174,7 @@ async function seed(db: Db, count: number, keys: number | 'distinct'): Promise<v
 /** `count` operations done, then the table vacuumed and analyzed with nothing PENDING; autovacuum off for it. */
 async function caughtUp(db: Db, count: number): Promise<void> {
   await db.query('ALTER TABLE operations SET (autovacuum_enabled = off)');
-  for (let start = 0; start < count; start += 1000) {
-    const items: NewOperation[] = Array.from({ length: Math.min(1000, count - start) }, (_, j) => ({
-      externalId: `done-${start + j}`,
-      type: 'demo.echo',
-      payload: { i: start + j },
-      maxAttempts: 3,
-      orderingKey: `done-${start + j}`,
-    }));
-    await acceptOperations(db, items, new Date(Date.now() - 1000));
-  }
+  await seed(db, count, 'distinct', 'done-');
   await db.query(`UPDATE operations SET state = 'COMPLETED', head = NULL`);
   await db.query('VACUUM ANALYZE operations');
 }

@@ -5,6 +5,7 @@ import { readStateEstimates, type StateEstimate } from '../src/store/stateEstima
 import { createEstimateKeeper, estimateLags, LAG_FLOOR, MIN_ANALYZE_INTERVAL_MS } from '../src/worker/estimateKeeper.js';
 import { acceptMany } from './support/acceptMany.js';
 import { databaseSkip, postgresBackend, type TestDb } from './support/backends.js';
+import { catchUp } from './support/caughtUp.js';
 import { claimCall } from './support/claimCall.js';
 import { pagesRead } from './support/pagesRead.js';
 import { testLogger, uniqueId } from './support/helpers.js';
@@ -62,9 +63,7 @@ describe('the estimate keeper', { skip: databaseSkip }, () => {
     });
 
   it('analyzes once a burst of PENDING outgrows the estimate of a queue that had caught up, and leaves fresh statistics alone', async () => {
-    const done = await acceptMany(db(), 2_000, () => ({ type: 'done', orderingKey: uniqueId('key') }));
-    await db().query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE id = ANY($1::uuid[])`, [done]);
-    await db().query('VACUUM ANALYZE operations');
+    await catchUp(db(), 2_000);
     let clock = 0;
     const keeper = createEstimateKeeper({ db: db(), logger: testLogger(), now: () => clock });
     assert.equal(await keeper.runOnce(), 0, 'nothing lags with nothing PENDING');
@@ -92,8 +91,7 @@ describe('the estimate keeper', { skip: databaseSkip }, () => {
   });
 
   it('does not wait for a vacuum under way: it skips, and analyzes a minute later', async () => {
-    await db().query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE state IN ('PENDING', 'PROCESSING')`);
-    await db().query('VACUUM ANALYZE operations');
+    await catchUp(db());
     await acceptMany(db(), 2 * LAG_FLOOR, () => ({ type: uniqueId('burst'), orderingKey: uniqueId('key') }));
     let clock = 0;
     const keeper = createEstimateKeeper({ db: db(), logger: testLogger(), now: () => clock });
@@ -117,9 +115,7 @@ describe('the estimate keeper', { skip: databaseSkip }, () => {
     let clock = 0;
     const keeper = createEstimateKeeper({ db: db(), logger: testLogger(), now: () => clock });
     const burst = async () => {
-      await db().query(`VACUUM ANALYZE operations`);
-      await db().query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE state IN ('PENDING', 'PROCESSING')`);
-      await db().query(`VACUUM ANALYZE operations`);
+      await catchUp(db());
       await acceptMany(db(), 2 * LAG_FLOOR, () => ({ type: uniqueId('burst'), orderingKey: uniqueId('key') }));
     };
     await burst();

@@ -6,6 +6,7 @@ import { markHeadsOnKeys } from '../src/store/headMarks.js';
 import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
 import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
+import { catchUp } from './support/caughtUp.js';
 import { claimCall } from './support/claimCall.js';
 import { pagesRead } from './support/pagesRead.js';
 import { uniqueId } from './support/helpers.js';
@@ -25,19 +26,11 @@ const KEYS = 100;
  * (src/store/pendingByKey.ts): a claim of 100 out of 20,000 read 61,470 pages and took 165 ms, and a
  * drain of them ran at a tenth of its speed.
  */
-describeEachBackend('the store on statistics taken while nothing was PENDING', (db, backend) => {
+describeEachBackend('the store on statistics taken while nothing was PENDING', (db) => {
   let idle: Promise<void> | null = null;
-  /** The statistics of a queue that caught up: analyzed with HISTORY done and nothing PENDING. */
+  /** The statistics of a queue that caught up, with HISTORY done: once for the suite. */
   function caughtUp(): Promise<void> {
-    idle ??= (async () => {
-      if (backend.name === 'postgres') {
-        // Its own database: autovacuum must not refresh the statistics under the test.
-        await db().query('ALTER TABLE operations SET (autovacuum_enabled = off)');
-      }
-      const done = await acceptMany(db(), HISTORY, () => ({ type: uniqueId('done'), orderingKey: uniqueId('key') }));
-      await db().query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE id = ANY($1::uuid[])`, [done]);
-      await db().query('VACUUM ANALYZE operations');
-    })();
+    idle ??= catchUp(db(), HISTORY);
     return idle;
   }
 

@@ -1,0 +1,15 @@
+import type { Db } from '../../src/store/db.js';
+import { acceptMany } from './acceptMany.js';
+import { uniqueId } from './helpers.js';
+
+/**
+ * The statistics of a queue that has caught up: `done` operations accepted on keys of their own,
+ * every active operation then completed, and the table vacuumed and analyzed with nothing PENDING.
+ * Autovacuum is turned off for the table, so that no analyze refreshes them under the test.
+ */
+export async function catchUp(db: Db, done = 0): Promise<void> {
+  await db.query('ALTER TABLE operations SET (autovacuum_enabled = off)');
+  if (done > 0) await acceptMany(db, done, () => ({ type: uniqueId('done'), orderingKey: uniqueId('key') }));
+  await db.query(`UPDATE operations SET state = 'COMPLETED', head = NULL WHERE state IN ('PENDING', 'PROCESSING')`);
+  await db.query('VACUUM ANALYZE operations');
+}
