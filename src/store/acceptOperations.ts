@@ -139,32 +139,37 @@ async function retryTransient<T>(work: () => Promise<T>): Promise<T> {
 
 async function insertNew(db: Db, candidates: Candidate[], announceOn: string | undefined): Promise<Map<string, number>> {
   const column = <T>(pick: (c: Candidate) => T) => candidates.map(pick);
+  const shared = <T>(pick: (c: Candidate) => T) => {
+    const value = pick(candidates[0] as Candidate);
+    if (candidates.some((c) => pick(c) !== value)) throw new Error('accepted operations differ in a value the batch shares');
+    return value;
+  };
   // One statement, so one implicit transaction and one round trip: both rows or neither. Arrays
   // through unnest: PostgreSQL parses one value per cell instead of a JSON document per row. The
-  // two JSON columns go as one JSON array each, not as text arrays: a JSON text in an array literal
-  // has every quote escaped by the driver and unescaped by the server. The payload travels once:
-  // the server puts it back into the received event, whose jsonb is the same whatever the key order.
+  // received events go as one JSON array, not as a text array: a JSON text in an array literal has
+  // every quote escaped by the driver and unescaped by the server. The payload travels once, in its
+  // event, and the operation's column is cut from it. What the domain gives every new operation
+  // alike (its state, counters and times) goes once per batch, not once per row.
   const { rows } = await db.query<{ id: string; seq: string | number }>(
     announceOn === undefined ? INSERT_NEW : INSERT_NEW_ANNOUNCED,
     [
       column((c) => c.state.id),
       column((c) => c.state.externalId),
       column((c) => c.state.type),
-      JSON.stringify(column((c) => c.state.payload)),
       column((c) => c.state.payloadHash),
       column((c) => c.state.orderingKey),
-      column((c) => c.state.status),
-      column((c) => c.state.attempts),
       column((c) => c.state.maxAttempts),
       column((c) => c.state.runAt),
-      column((c) => c.state.fencingToken),
-      column((c) => c.state.version),
-      column((c) => c.state.createdAt),
-      column((c) => c.state.updatedAt),
-      column((c) => c.eventRecord.type as string),
-      JSON.stringify(column((c) => withoutPayload(c.eventRecord.data))),
       column((c) => c.state.priority),
       firstOfTheirKeys(candidates),
+      JSON.stringify(column((c) => c.eventRecord.data)),
+      shared((c) => c.eventRecord.type as string),
+      shared((c) => c.state.status),
+      shared((c) => c.state.attempts),
+      shared((c) => c.state.fencingToken),
+      shared((c) => c.state.version),
+      shared((c) => c.state.createdAt),
+      shared((c) => c.state.updatedAt),
       ...(announceOn === undefined ? [] : [announceOn]),
     ],
   );
@@ -181,12 +186,6 @@ function firstOfTheirKeys(candidates: readonly Candidate[]): boolean[] {
   });
 }
 
-/** A received event's data less its payload, which the INSERT takes from the operation's column. */
-function withoutPayload(data: unknown): unknown {
-  const { payload: _payload, ...rest } = data as { payload: unknown };
-  return rest;
-}
-
 async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<string, Holder>> {
   const { rows } = await db.query<OperationRow & { requested_run_at: string }>(
     `SELECT o.*, e.data->>'runAt' AS requested_run_at
@@ -198,16 +197,17 @@ async function findByExternalIds(db: Db, externalIds: string[]): Promise<Map<str
 }
 
 const INSERT_WITH = `WITH input AS (
-         SELECT * FROM ROWS FROM (unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), jsonb_array_elements($4::jsonb),
-                                  unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::int[]), unnest($9::int[]),
-                                  unnest($10::timestamptz[]), unnest($11::bigint[]), unnest($12::int[]), unnest($13::timestamptz[]),
-                                  unnest($14::timestamptz[]), unnest($15::text[]), jsonb_array_elements($16::jsonb), unnest($17::smallint[]),
-                                  unnest($18::bool[]))
-           WITH ORDINALITY AS x(id, external_id, type, payload, payload_hash, ordering_key, state, attempts, max_attempts,
-                                run_at, fencing_token, version, created_at, updated_at, event_type, event_data, priority, first_of_key, ord)
+         SELECT x.*, x.event_data->'payload' AS payload, shared.* FROM ROWS FROM (
+             unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), unnest($4::text[]), unnest($5::text[]),
+             unnest($6::int[]), unnest($7::timestamptz[]), unnest($8::smallint[]), unnest($9::bool[]),
+             jsonb_array_elements($10::jsonb))
+           WITH ORDINALITY AS x(id, external_id, type, payload_hash, ordering_key, max_attempts, run_at, priority,
+                                first_of_key, event_data, ord)
+         CROSS JOIN (SELECT $11::text AS event_type, $12::text AS state, $13::int AS attempts, $14::bigint AS fencing_token,
+                            $15::int AS version, $16::timestamptz AS created_at, $17::timestamptz AS updated_at) shared
        ), numbered AS (
          -- Acceptance order (seq) is submission order...
-         SELECT input.*, nextval(pg_get_serial_sequence('operations', 'seq')) AS seq
+         SELECT input.*, nextval((SELECT pg_get_serial_sequence('operations', 'seq')::regclass)) AS seq
          FROM (SELECT * FROM input ORDER BY ord) AS input
        ), inserted AS (
          INSERT INTO operations (id, seq, external_id, type, payload, payload_hash, ordering_key, priority, state, attempts,
@@ -228,21 +228,21 @@ const INSERT_WITH = `WITH input AS (
          RETURNING id, seq
        ), events AS (
          INSERT INTO operation_events (operation_id, seq, type, data, external_id, payload_hash, occurred_at)
-         SELECT i.id, 1, i.event_type, i.event_data || jsonb_build_object('payload', i.payload), i.external_id, i.payload_hash, i.created_at
+         SELECT i.id, 1, i.event_type, i.event_data, i.external_id, i.payload_hash, i.created_at
          FROM input i JOIN inserted USING (id) ORDER BY i.external_id
        )`;
 
 const INSERT_NEW = prepared(`${INSERT_WITH} SELECT id, seq FROM inserted`);
 
 /**
- * The same, announcing the rows inserted on channel $19: one round trip and one transaction fewer
+ * The same, announcing the rows inserted on channel $18: one round trip and one transaction fewer
  * than a NOTIFY of its own. Notices break every 7,000 bytes of entries; an entry holds at most 128
  * characters of type, under 900 bytes escaped, so each notice stays under PostgreSQL's 8,000.
  * The filter makes the statement read `announced`, which it would otherwise leave out.
  */
 const INSERT_NEW_ANNOUNCED = prepared(
   `${INSERT_WITH}, announced AS (
-         SELECT pg_notify($19, '[' || string_agg(entry, ',' ORDER BY ord) || ']')
+         SELECT pg_notify($18, '[' || string_agg(entry, ',' ORDER BY ord) || ']')
          FROM (
            SELECT entry, ord, sum(octet_length(entry) + 1) OVER (ORDER BY ord) AS upto
            FROM (SELECT json_build_array(i.id, i.type, i.version, i.run_at)::text AS entry, i.ord
