@@ -4,6 +4,7 @@ import { acceptOperations, type NewOperation } from '../src/store/acceptOperatio
 import { applyCommands } from '../src/store/applyCommands.js';
 import { claimOperations } from '../src/store/claimOperations.js';
 import type { Json } from '../src/domain/operation.js';
+import { MAX_JSON_DEPTH } from '../src/domain/storableJson.js';
 import type { Db } from '../src/store/db.js';
 import { extendLeases } from '../src/store/extendLeases.js';
 import { finishAttempts } from '../src/store/finishAttempts.js';
@@ -70,7 +71,10 @@ describeEachBackend('store', (db) => {
   });
 
   it('the received event holds the payload as submitted, whatever JSON it is', async () => {
-    const payloads: Json[] = [null, 0, -1.5, true, '', 'null', [], {}, [null, { a: [] }], { payload: 'inner', operationId: 'x' }];
+    // Nested as deep as a request body may go: the store gets it two levels deeper, inside its event in an array.
+    let deepest: Json = [];
+    for (let depth = 1; depth < MAX_JSON_DEPTH; depth += 1) deepest = depth % 2 === 0 ? [deepest] : { d: deepest };
+    const payloads: Json[] = [null, 0, -1.5, true, '', 'null', [], {}, [null, { a: [] }], { payload: 'inner', operationId: 'x' }, deepest];
     const accepted = await acceptOperations(db(), payloads.map((payload) => echo(uniqueId(), { payload })), new Date());
     for (const [i, result] of accepted.entries()) {
       const [received] = await listEvents(db(), result.operation.id);
