@@ -11,6 +11,7 @@ import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
 import { claimCall } from './support/claimCall.js';
 import { pagesRead } from './support/pagesRead.js';
+import { rolledBack } from './support/rolledBack.js';
 import { countingStatements } from './support/countingDb.js';
 import { gate, testLogger, uniqueId, waitFor } from './support/helpers.js';
 
@@ -300,19 +301,16 @@ describeEachBackend('the start of a claim', (db) => {
     }
     await db().query('ANALYZE operations');
     const probes = `SELECT pg_stat_get_xact_numscans('operations_active_key_idx'::regclass)::int AS n`;
-    const { started, successors, scans } = await db().withSession(async (session) => {
-      await session.query('BEGIN');
-      try {
+    const { started, successors, scans } = await db().withSession((session) =>
+      rolledBack(session, async () => {
         const before = (await session.query<{ n: number }>(probes)).rows[0]!.n;
         const { rows } = await session.query<{ id: string; ordering_key: string; next: { ordering_key: string } | null }>(
           ...claimCall({ types: [type], limit: 100, columns: 'id, ordering_key, next' }),
         );
         const after = (await session.query<{ n: number }>(probes)).rows[0]!.n;
         return { started: rows.length, successors: rows.filter((r) => r.next?.ordering_key === r.ordering_key).length, scans: after - before };
-      } finally {
-        await session.query('ROLLBACK');
-      }
-    });
+      }),
+    );
     assert.equal(started, 100);
     assert.equal(successors, 100, 'each started operation comes with the one waiting behind it on its key');
     assert.ok(scans <= 2 * started + 10, `${scans} probes of the active-key index to start ${started}`);

@@ -8,6 +8,7 @@ import { databaseSkip, postgresBackend, type TestDb } from './support/backends.j
 import { catchUp } from './support/caughtUp.js';
 import { claimCall } from './support/claimCall.js';
 import { pagesRead } from './support/pagesRead.js';
+import { rolledBack } from './support/rolledBack.js';
 import { testLogger, uniqueId } from './support/helpers.js';
 
 describe('when the planner\'s estimate of a state lags', () => {
@@ -54,12 +55,7 @@ describe('the estimate keeper', { skip: databaseSkip }, () => {
   const claimPages = (type: string) =>
     db().withSession(async (session) => {
       await session.query(...claimCall({ types: [uniqueId('idle')], limit: 100 }));
-      await session.query('BEGIN');
-      try {
-        return await pagesRead(session, ...claimCall({ types: [type], limit: 100 }));
-      } finally {
-        await session.query('ROLLBACK');
-      }
+      return rolledBack(session, () => pagesRead(session, ...claimCall({ types: [type], limit: 100 })));
     });
 
   it('analyzes once a burst of PENDING outgrows the estimate of a queue that had caught up, and leaves fresh statistics alone', async () => {
@@ -95,16 +91,13 @@ describe('the estimate keeper', { skip: databaseSkip }, () => {
     await acceptMany(db(), 2 * LAG_FLOOR, () => ({ type: uniqueId('burst'), orderingKey: uniqueId('key') }));
     let clock = 0;
     const keeper = createEstimateKeeper({ db: db(), logger: testLogger(), now: () => clock });
-    const vacuum = await db().withSession(async (session) => {
-      // The lock a vacuum holds.
-      await session.query('BEGIN');
-      await session.query('LOCK TABLE operations IN SHARE UPDATE EXCLUSIVE MODE');
-      try {
-        return await keeper.runOnce();
-      } finally {
-        await session.query('ROLLBACK');
-      }
-    });
+    const vacuum = await db().withSession((session) =>
+      rolledBack(session, async () => {
+        // The lock a vacuum holds.
+        await session.query('LOCK TABLE operations IN SHARE UPDATE EXCLUSIVE MODE');
+        return keeper.runOnce();
+      }),
+    );
     assert.equal(vacuum, 0, 'nothing analyzed while the table was locked');
     assert.ok(estimateLags(await estimateOf('PENDING')), 'the estimate still lags');
     clock += MIN_ANALYZE_INTERVAL_MS;

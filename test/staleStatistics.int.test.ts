@@ -9,6 +9,7 @@ import { describeEachBackend } from './support/backends.js';
 import { catchUp } from './support/caughtUp.js';
 import { claimCall } from './support/claimCall.js';
 import { pagesRead } from './support/pagesRead.js';
+import { rolledBack } from './support/rolledBack.js';
 import { uniqueId } from './support/helpers.js';
 
 /** Operations done before the queue went idle. */
@@ -36,14 +37,7 @@ describeEachBackend('the store on statistics taken while nothing was PENDING', (
 
   /** Pages `sql` reads, in a transaction rolled back after (it may write). */
   function pagesReadRolledBack(store: Db, sql: string, params: unknown[]): Promise<number> {
-    return store.withSession(async (session) => {
-      await session.query('BEGIN');
-      try {
-        return await pagesRead(session, sql, params);
-      } finally {
-        await session.query('ROLLBACK');
-      }
-    });
+    return store.withSession((session) => rolledBack(session, () => pagesRead(session, sql, params)));
   }
 
   it('a claim reads pages for the operations it starts, not for the burst waiting behind them', async () => {
