@@ -11,6 +11,7 @@ import { findClaimableHeads } from '../src/store/findClaimableHeads.js';
 import { openDb } from '../src/store/openDb.js';
 import { createPgliteDb } from '../src/store/pgliteDb.js';
 import { setTypePaused } from '../src/store/typeControls.js';
+import { catchUpAfter } from '../test/support/caughtUp.js';
 import { freshDatabase, load, opsdArgs, payload300, percentile, rssMb, spawnListening, type Proc, type Sample } from './support.js';
 
 export type Mode = 'embedded' | 'postgres' | 'postgres+redis';
@@ -171,14 +172,6 @@ async function seed(db: Db, count: number, keys: number | 'distinct', prefix = '
   }
 }
 
-/** `count` operations done, then the table vacuumed and analyzed with nothing PENDING; autovacuum off for it. */
-async function caughtUp(db: Db, count: number): Promise<void> {
-  await db.query('ALTER TABLE operations SET (autovacuum_enabled = off)');
-  await seed(db, count, 'distinct', 'done-');
-  await db.query(`UPDATE operations SET state = 'COMPLETED', head = NULL`);
-  await db.query('VACUUM ANALYZE operations');
-}
-
 async function drainRate(db: Db): Promise<number> {
   const { rows } = await db.query<{ n: number; seconds: number }>(
     `SELECT count(*) FILTER (WHERE type = 'completed')::int AS n,
@@ -284,7 +277,8 @@ export async function drain(mode: Mode, workers: number, keys: number | 'distinc
         await after.close();
       } else {
         const db = await openDb({ databaseUrl: url, dataDir: '', poolMax: 10 });
-        if (options.history) await caughtUp(db, options.history);
+        const { history } = options;
+        if (history) await catchUpAfter(db, () => seed(db, history, 'distinct', 'done-'));
         await seed(db, count, keys);
         // Woken as accepting wakes them. Through Redis, a wake-up job per batch of heads; on
         // PostgreSQL alone one NOTIFY, which every worker hears. A woken worker claims while it finds work.
