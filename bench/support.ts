@@ -70,8 +70,14 @@ async function waitReady(url: string, started: number): Promise<number> {
   throw new Error(`${url} never became ready`);
 }
 
+/**
+ * Node's flags for the opsd processes the benchmark starts, from `OPSD_BENCH_NODE_ARGS` (space
+ * separated), so that they can be profiled where they run: `--cpu-prof` is refused in NODE_OPTIONS.
+ */
+const OPSD_NODE_ARGS = (process.env.OPSD_BENCH_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
+
 export function opsdArgs(command: string, ...rest: string[]): string[] {
-  return [CLI, command, ...rest];
+  return [...OPSD_NODE_ARGS, CLI, command, ...rest];
 }
 
 /** Resident memory of a process, from /proc. */
