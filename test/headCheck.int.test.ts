@@ -93,6 +93,20 @@ describeEachBackend('the head-of-key check', (db) => {
     assert.equal(rows.length, 1, 'the successor is the head once the running one is left out');
     const blocked = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey()}`, [ids[1]]);
     assert.equal(blocked.rows.length, 0, 'nothing starts beside the running one');
+    const behind = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey('SELECT $2::uuid')}`, [ids[2], ids[0]]);
+    assert.equal(behind.rows.length, 0, 'the one behind the successor is no head');
+  });
+
+  it('an operation still active ahead of the one left out keeps the one behind from starting', async () => {
+    const type = uniqueId('type');
+    const key = uniqueId('key');
+    const [ahead, running, next] = await acceptMany(db(), 3, () => ({ type, orderingKey: key }));
+    // As an insert that committed late behind a running operation leaves a key.
+    await db().query(`UPDATE operations SET state = 'PROCESSING' WHERE id = $1`, [running]);
+    const check = `SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey('SELECT $2::uuid')}`;
+    assert.equal((await db().query(check, [next, running])).rows.length, 0, 'the one ahead still comes first');
+    await db().query(`UPDATE operations SET state = 'COMPLETED' WHERE id = $1`, [ahead]);
+    assert.equal((await db().query(check, [next, running])).rows.length, 1, 'with the one ahead done, the next is the head');
   });
 });
 
