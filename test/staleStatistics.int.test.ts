@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { Db } from '../src/store/db.js';
+import { claimOperations } from '../src/store/claimOperations.js';
+import { finishAttempts } from '../src/store/finishAttempts.js';
 import { forgottenHeadsQuery } from '../src/store/findForgottenHeads.js';
 import { markHeadsOnKeys } from '../src/store/headMarks.js';
 import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
@@ -8,7 +10,7 @@ import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
 import { catchUp } from './support/caughtUp.js';
 import { claimCall } from './support/claimCall.js';
-import { pagesRead } from './support/pagesRead.js';
+import { measuringStatements, pagesRead } from './support/pagesRead.js';
 import { rolledBack } from './support/rolledBack.js';
 import { uniqueId } from './support/helpers.js';
 
@@ -67,6 +69,27 @@ describeEachBackend('the store on statistics taken while nothing was PENDING', (
     const read = await pagesReadRolledBack(db(), mark, [keys]);
     // About 10 pages a key; a walk of the PENDING rows for each key read 20,000.
     assert.ok(read <= KEYS * 30, `marking the heads of ${KEYS} keys with ${BURST} queued on them read ${read} pages`);
+  });
+
+  it('a finish that starts the next operation on each of 100 keys reads a few pages for each, not the burst behind them', async () => {
+    await caughtUp();
+    const type = uniqueId('type');
+    const keys = Array.from({ length: KEYS }, () => uniqueId('key'));
+    let next = 0;
+    await acceptMany(db(), BURST, () => ({ type, orderingKey: keys[(next += 1) % KEYS] as string }));
+    const now = () => new Date();
+    const claimed = await claimOperations(db(), { limit: KEYS, now, leaseOwner: 'w', leaseMs: 30_000, types: [type] });
+    assert.equal(claimed.length, KEYS, 'the heads of every key were claimed');
+    const measured = measuringStatements(db(), (sql) => sql.includes('UPDATE operations') && sql.includes('started AS'));
+    const { successors } = await finishAttempts(
+      measured.db,
+      claimed.map((op) => ({ operationId: op.id, claimed: op, command: { kind: 'complete', now: now().toISOString(), fencingToken: op.fencingToken, result: null } })),
+      { leaseOwner: 'w', leaseMs: 30_000, now, types: [type], busyKeys: [] },
+    );
+    assert.equal(successors.length, KEYS, 'the finish started the next on every key');
+    // About 25 pages for each key's end and start; the head check of each start walked every active
+    // entry from its key on: about 200 pages a start.
+    assert.ok(measured.pages() <= KEYS * 60, `a finish and start on ${KEYS} keys with ${BURST} queued read ${measured.pages()} pages`);
   });
 
   it('the look-ups of a successor and of a forgotten head read a few pages for each', async () => {

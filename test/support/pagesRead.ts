@@ -1,4 +1,5 @@
 import { sqlText, type Db, type Queryable } from '../../src/store/db.js';
+import { rolledBack } from './rolledBack.js';
 
 /** Shared pages the statement read, found in the buffer or not, from its plan's root. */
 export async function pagesRead(db: Queryable, sql: string, params: readonly unknown[]): Promise<number> {
@@ -17,6 +18,23 @@ export function measuringPages(db: Db): { db: Db; pages: () => number } {
     ...db,
     query: async (sql, params) => {
       total += await pagesRead(db, sqlText(sql), params ?? []);
+      return db.query(sql, params);
+    },
+  };
+  return { db: wrapped, pages: () => total };
+}
+
+/**
+ * The store as it is, adding up the pages read by the statements `picks` chooses, writes too: each
+ * runs first under EXPLAIN ANALYZE in a transaction rolled back after, then for real.
+ */
+export function measuringStatements(db: Db, picks: (sql: string) => boolean): { db: Db; pages: () => number } {
+  let total = 0;
+  const wrapped: Db = {
+    ...db,
+    query: async (sql, params) => {
+      const text = sqlText(sql);
+      if (picks(text)) total += await db.withSession((session) => rolledBack(session, () => pagesRead(session, text, params ?? [])));
       return db.query(sql, params);
     },
   };
