@@ -93,7 +93,7 @@ async function startLeaderDuties(config: Config, db: Db, dispatcher: Dispatcher,
     ];
     // The embedded store has no autovacuum: without this, dead row versions pile up for as long as it lives.
     if (db.kind === 'pglite') stops.push(runPeriodically(createTableUpkeeper({ db, logger }), 5000, logger));
-    // Autovacuum analyzes a table once a tenth of it changed: on a large one a burst stays unknown to the planner meanwhile.
+    // Autovacuum analyzes a table once a tenth of it changed, and a new one within a minute or so: meanwhile a burst, or the table's own growth, stays unknown to the planner.
     if (db.kind === 'postgres') stops.push(runPeriodically(countedRepairs(createEstimateKeeper({ db, logger }), 'estimate_keeper', metrics), 5000, logger));
     if (dispatcher.kind === 'bullmq') {
       const reconciler = createReconciler({ db, dispatcher, logger });

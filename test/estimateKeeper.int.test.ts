@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Db } from '../src/store/db.js';
 import { readStateEstimates, type StateEstimate } from '../src/store/stateEstimates.js';
-import { createEstimateKeeper, estimateLags, LAG_FLOOR, MIN_ANALYZE_INTERVAL_MS } from '../src/worker/estimateKeeper.js';
+import { createEstimateKeeper, estimateLags, LAG_FLOOR, MIN_ANALYZE_INTERVAL_MS, tableUnknown, UNKNOWN_TABLE_PAGES } from '../src/worker/estimateKeeper.js';
 import { acceptMany } from './support/acceptMany.js';
 import { databaseSkip, postgresBackend, type TestDb } from './support/backends.js';
 import { catchUp } from './support/caughtUp.js';
@@ -25,6 +25,14 @@ describe('when the planner\'s estimate of a state lags', () => {
     assert.equal(estimateLags(of(2_000, 8_000)), false);
     assert.equal(estimateLags(of(50_000, 10_000)), false);
     assert.equal(estimateLags(of(null, 10_000)), false);
+  });
+});
+
+describe('when a table never analyzed has outgrown what the planner assumes of it', () => {
+  it('has once it holds more pages than the planner assumed, and never once analyzed', () => {
+    assert.equal(tableUnknown({ known: false, pages: UNKNOWN_TABLE_PAGES }), true);
+    assert.equal(tableUnknown({ known: false, pages: UNKNOWN_TABLE_PAGES - 1 }), false);
+    assert.equal(tableUnknown({ known: true, pages: 100 * UNKNOWN_TABLE_PAGES }), false);
   });
 });
 
@@ -102,6 +110,30 @@ describe('the estimate keeper', { skip: databaseSkip }, () => {
     assert.ok(estimateLags(await estimateOf('PENDING')), 'the estimate still lags');
     clock += MIN_ANALYZE_INTERVAL_MS;
     assert.equal(await keeper.runOnce(), 1, 'analyzed once the lock was gone');
+  });
+
+  it('analyzes a new store\'s table once it outgrows what the planner assumes of a table never analyzed, and only then', async () => {
+    const fresh = await postgresBackend.open();
+    try {
+      await fresh.db.query('ALTER TABLE operations SET (autovacuum_enabled = off)');
+      let clock = 0;
+      const keeper = createEstimateKeeper({ db: fresh.db, logger: testLogger(), now: () => clock });
+      const type = uniqueId('type');
+      const payload = { text: 'x'.repeat(300) };
+      await acceptMany(fresh.db, 50, () => ({ type, orderingKey: uniqueId('key'), payload }));
+      assert.equal(await keeper.runOnce(), 0, 'a table of a few pages is left to autovacuum');
+      // Done as fast as they came, as in a store that keeps up: no state's estimate lags.
+      await acceptMany(fresh.db, 1_000, () => ({ type, orderingKey: uniqueId('key'), payload }));
+      await fresh.db.query(`UPDATE operations SET state = 'COMPLETED', head = NULL`);
+      assert.equal((await readStateEstimates(fresh.db, 10_000)).some(estimateLags), false, 'no estimate lags');
+      assert.equal(await keeper.runOnce(), 1, 'the keeper analyzed');
+      const { rows } = await fresh.db.query<{ reltuples: number }>(`SELECT reltuples::float8 AS reltuples FROM pg_class WHERE oid = 'operations'::regclass`);
+      assert.ok(Number(rows[0]?.reltuples) >= 1_000, `the planner knows ${rows[0]?.reltuples} rows`);
+      clock += MIN_ANALYZE_INTERVAL_MS;
+      assert.equal(await keeper.runOnce(), 0, 'a table analyzed once is left to autovacuum and to the estimates');
+    } finally {
+      await fresh.cleanup();
+    }
   });
 
   it('analyzes at most once a minute', async () => {

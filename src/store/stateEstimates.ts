@@ -37,6 +37,20 @@ export async function readStateEstimates(db: Queryable, cap: number): Promise<St
   return rows.map((row) => ({ state: row.state, estimated: row.estimated === null ? null : Number(row.estimated), counted: Number(row.counted) }));
 }
 
+/** Whether `operations` was ever vacuumed or analyzed, and the pages it holds now. */
+export interface TableEstimate {
+  known: boolean;
+  pages: number;
+}
+
+export async function readTableEstimate(db: Queryable): Promise<TableEstimate> {
+  const { rows } = await db.query<{ known: boolean; pages: number }>(
+    `SELECT c.reltuples >= 0 AS known, (pg_relation_size(c.oid) / current_setting('block_size')::int)::int AS pages
+     FROM pg_class c WHERE c.oid = to_regclass('operations')`,
+  );
+  return { known: rows[0]?.known ?? true, pages: Number(rows[0]?.pages ?? 0) };
+}
+
 /**
  * Refreshes the planner's statistics of `operations`, its indexes' row counts among them. Skipped,
  * without waiting, while another holds the table's maintenance lock: a vacuum under way, which
