@@ -8,7 +8,8 @@ import { postgresBackend } from './support/backends.js';
 import { uniqueId, waitFor } from './support/helpers.js';
 import { http, runOpsd, startOpsd } from './support/opsdProcess.js';
 
-const embedded = { DATABASE_URL: '' };
+// Embedded: no server at all, whatever the environment names (never a queue under a user's prefix).
+const embedded = { DATABASE_URL: '', REDIS_URL: '' };
 
 describe('opsd command', () => {
   let dir: string;
