@@ -12,7 +12,7 @@ import { openDb } from '../src/store/openDb.js';
 import { createPgliteDb } from '../src/store/pgliteDb.js';
 import { setTypePaused } from '../src/store/typeControls.js';
 import { catchUpAfter } from '../test/support/caughtUp.js';
-import { freshDatabase, load, opsdArgs, payload300, percentile, rssMb, spawnListening, type Proc, type Sample } from './support.js';
+import { dropRedisPrefix, freshDatabase, load, opsdArgs, payload300, percentile, rssMb, spawnListening, type Proc, type Sample } from './support.js';
 
 export type Mode = 'embedded' | 'postgres' | 'postgres+redis';
 
@@ -62,8 +62,16 @@ export async function modeEnv(mode: Mode, s: Settings): Promise<{ env: Record<st
     return { env: { DATABASE_URL: '', REDIS_URL: '', OPSD_DATA_DIR: dataDir }, dataDir, cleanup: async () => rmSync(dataDir, { recursive: true, force: true }) };
   }
   const database = await freshDatabase(s.databaseUrl as string);
-  const redis: Record<string, string> = mode === 'postgres+redis' ? { REDIS_URL: s.redisUrl as string, OPSD_REDIS_PREFIX: `bench-${Date.now()}` } : { REDIS_URL: '' };
-  return { env: { DATABASE_URL: database.url, ...redis }, url: database.url, cleanup: database.drop };
+  if (mode !== 'postgres+redis') return { env: { DATABASE_URL: database.url, REDIS_URL: '' }, url: database.url, cleanup: database.drop };
+  const prefix = `bench-${Date.now()}`;
+  return {
+    env: { DATABASE_URL: database.url, REDIS_URL: s.redisUrl as string, OPSD_REDIS_PREFIX: prefix },
+    url: database.url,
+    cleanup: async () => {
+      await database.drop();
+      await dropRedisPrefix(s.redisUrl as string, prefix);
+    },
+  };
 }
 
 const acceptServerArgs = (mode: Mode) => (mode === 'embedded' ? opsdArgs('start') : opsdArgs('api'));
