@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { BACKENDS } from './support/backends.js';
 import { uniqueId, waitFor } from './support/helpers.js';
 import { http, startOpsd } from './support/opsdProcess.js';
+import { redisPrefix } from './support/scaleout.js';
 import { createServerDatabase } from './support/serverDatabase.js';
 
 const TERMINAL_EVENTS = new Set(['completed', 'rejected', 'failed', 'cancelled']);
@@ -22,6 +23,9 @@ for (const backend of BACKENDS) {
       const server = backend.name === 'postgres' ? await createServerDatabase(process.env.DATABASE_URL as string) : null;
       const env = {
         DATABASE_URL: server?.url ?? '',
+        // Through the queue where REDIS_URL names one, under a prefix of the test's own: never the
+        // default one, where a user's deployment keeps its queues. Embedded: no server at all.
+        ...(server && process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL, OPSD_REDIS_PREFIX: redisPrefix() } : { REDIS_URL: '' }),
         OPSD_DATA_DIR: dataDir,
         OPSD_LEASE_MS: '1000',
         OPSD_CONCURRENCY: '8',
