@@ -4,7 +4,6 @@ import type { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { Redis } from 'ioredis';
 import { freePort } from '../test/support/helpers.js';
 
 export { freePort };
@@ -142,23 +141,7 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
 }
 
-/**
- * Deletes every key under `prefix` on the Redis at `url`: the queue a run's processes used, with the
- * jobs no worker took (an accept scenario leaves about 15,000, 60 MB).
- */
-export async function dropRedisPrefix(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      if (keys.length > 0) await redis.unlink(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
+export { dropRedisPrefix } from '../test/support/redisKeys.js';
 
 /** A fresh database on the server for one run; dropped after. */
 export { createServerDatabase as freshDatabase } from '../test/support/serverDatabase.js';

@@ -1,8 +1,23 @@
 import { randomBytes } from 'node:crypto';
+import { after } from 'node:test';
+import { dropRedisPrefix } from './redisKeys.js';
 import pg from 'pg';
 
+/** Prefixes handed out in this test file, each deleted from REDIS_URL's server once the file's tests end. */
+const prefixes: string[] = [];
+
+after(async () => {
+  const url = process.env.REDIS_URL;
+  if (!url) return;
+  // Best effort: a server gone by now keeps what it has, and fails no test.
+  for (const prefix of prefixes.splice(0)) await dropRedisPrefix(url, prefix).catch(() => undefined);
+});
+
+/** A Redis key prefix of the test's own, never the default one a user's deployment keeps its queues under. */
 export function redisPrefix(): string {
-  return `opsd-test-${randomBytes(4).toString('hex')}`;
+  const prefix = `opsd-test-${randomBytes(4).toString('hex')}`;
+  prefixes.push(prefix);
+  return prefix;
 }
 
 /** Counts of operations by state, straight from the store. */
