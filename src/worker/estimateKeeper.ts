@@ -49,20 +49,25 @@ export function tableUnknown(table: TableEstimate): boolean {
 export function createEstimateKeeper(options: { db: Db; logger: Logger; now?: () => number }): CountingDuty {
   const now = options.now ?? Date.now;
   let lastAnalyzeAt = Number.NEGATIVE_INFINITY;
+  /** What makes the planner's picture of `operations` wrong now: states whose estimate lags, and a table it never learned. */
+  const staleness = async () => {
+    const lagging = (await readStateEstimates(options.db, COUNT_CAP)).filter(estimateLags);
+    const table = await readTableEstimate(options.db);
+    const unknown = tableUnknown(table);
+    return { lagging, table, unknown, stale: lagging.length > 0 || unknown };
+  };
   return {
     name: 'estimate-keeper',
     async runOnce() {
       if (now() - lastAnalyzeAt < MIN_ANALYZE_INTERVAL_MS) return 0;
-      const lagging = (await readStateEstimates(options.db, COUNT_CAP)).filter(estimateLags);
-      const table = await readTableEstimate(options.db);
-      const unknown = tableUnknown(table);
-      if (lagging.length === 0 && !unknown) return 0;
+      const { lagging, table, unknown, stale } = await staleness();
+      if (!stale) return 0;
       lastAnalyzeAt = now();
       const started = performance.now();
       await analyzeOperations(options.db);
       const estimates = lagging.map((e) => ({ state: e.state, estimated: Math.round(e.estimated ?? 0), counted: e.counted }));
       const found = { estimates, ...(unknown ? { never_analyzed_pages: table.pages } : {}), ms: Math.round(performance.now() - started) };
-      if ((await readStateEstimates(options.db, COUNT_CAP)).some(estimateLags) || tableUnknown(await readTableEstimate(options.db))) {
+      if ((await staleness()).stale) {
         options.logger.warn(found, 'planner statistics of operations lag, and the analyze left them so: the table was locked by a vacuum, or this role does not own it');
         return 0;
       }
