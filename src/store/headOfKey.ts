@@ -32,16 +32,15 @@
  */
 export function isHeadOfKey(except?: string): string {
   const leftOut = except ? `AND p.id NOT IN (${except})` : '';
+  // The first `limit` active entries at or after the operation's key, in the active-key index's order.
+  const firsts = (columns: string, limit: number) => `SELECT ${columns} FROM operations p
+      WHERE p.ordering_key >= o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
+      ORDER BY p.ordering_key, p.seq LIMIT ${limit}`;
   const firstActive = except
-    ? `SELECT f.ordering_key, f.seq FROM (
-        SELECT p.id, p.ordering_key, p.seq FROM operations p
-        WHERE p.ordering_key >= o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
-        ORDER BY p.ordering_key, p.seq LIMIT 2) f
+    ? `SELECT f.ordering_key, f.seq FROM (${firsts('p.id, p.ordering_key, p.seq', 2)}) f
       WHERE f.id NOT IN (${except})
       ORDER BY f.ordering_key, f.seq LIMIT 1`
-    : `SELECT p.ordering_key, p.seq FROM operations p
-      WHERE p.ordering_key >= o.ordering_key AND p.state IN ('PENDING', 'PROCESSING')
-      ORDER BY p.ordering_key, p.seq LIMIT 1`;
+    : firsts('p.ordering_key, p.seq', 1);
   return `CASE WHEN ${nothingRunsOnKey('o.ordering_key', leftOut)}
     THEN (o.ordering_key, o.seq) = (${firstActive})
     ELSE false END`;
