@@ -10,7 +10,7 @@ import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
 import { catchUp } from './support/caughtUp.js';
 import { claimCall } from './support/claimCall.js';
-import { measuringStatements, pagesRead } from './support/pagesRead.js';
+import { measuringPages, pagesRead } from './support/pagesRead.js';
 import { rolledBack } from './support/rolledBack.js';
 import { uniqueId } from './support/helpers.js';
 
@@ -80,7 +80,7 @@ describeEachBackend('the store on statistics taken while nothing was PENDING', (
     const now = () => new Date();
     const claimed = await claimOperations(db(), { limit: KEYS, now, leaseOwner: 'w', leaseMs: 30_000, types: [type] });
     assert.equal(claimed.length, KEYS, 'the heads of every key were claimed');
-    const measured = measuringStatements(db(), (sql) => sql.includes('UPDATE operations') && sql.includes('started AS'));
+    const measured = measuringPages(db(), (sql) => sql.includes('UPDATE operations') && sql.includes('started AS'));
     const { successors } = await finishAttempts(
       measured.db,
       claimed.map((op) => ({ operationId: op.id, claimed: op, command: { kind: 'complete', now: now().toISOString(), fencingToken: op.fencingToken, result: null } })),

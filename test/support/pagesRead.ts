@@ -9,26 +9,11 @@ export async function pagesRead(db: Queryable, sql: string, params: readonly unk
 }
 
 /**
- * The store as it is, adding up the pages its reads take: each query is run once under EXPLAIN
- * ANALYZE first, so hand it only to code that reads.
+ * The store as it is, adding up the pages read by the statements `picks` chooses (every one by
+ * default), writes too: each runs first under EXPLAIN ANALYZE in a transaction rolled back after,
+ * then for real.
  */
-export function measuringPages(db: Db): { db: Db; pages: () => number } {
-  let total = 0;
-  const wrapped: Db = {
-    ...db,
-    query: async (sql, params) => {
-      total += await pagesRead(db, sqlText(sql), params ?? []);
-      return db.query(sql, params);
-    },
-  };
-  return { db: wrapped, pages: () => total };
-}
-
-/**
- * The store as it is, adding up the pages read by the statements `picks` chooses, writes too: each
- * runs first under EXPLAIN ANALYZE in a transaction rolled back after, then for real.
- */
-export function measuringStatements(db: Db, picks: (sql: string) => boolean): { db: Db; pages: () => number } {
+export function measuringPages(db: Db, picks: (sql: string) => boolean = () => true): { db: Db; pages: () => number } {
   let total = 0;
   const wrapped: Db = {
     ...db,
