@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
+import { claimOperations, type ClaimedOperation } from '../src/store/claimOperations.js';
+import type { Db } from '../src/store/db.js';
+import { finishAttempts } from '../src/store/finishAttempts.js';
 import { isHeadOfKey } from '../src/store/headOfKey.js';
 import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
 import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
 import { claimCall } from './support/claimCall.js';
-import { pagesRead } from './support/pagesRead.js';
+import { measuringPages, pagesRead } from './support/pagesRead.js';
 import { uniqueId } from './support/helpers.js';
 
 /** Operations waiting on one key: enough that a check walking them reads thousands of pages. */
@@ -17,6 +20,8 @@ const BACKLOG = 2_000;
 const ELSEWHERE = 8_000;
 /** Pages a check of the head may read, whatever waits behind it (it reads a few dozen). */
 const PAGES = 150;
+/** What a check leaves out, as `isHeadOfKey` takes it: the seq of the operation whose id is $2. */
+const SEQ_OF_SECOND = 'SELECT seq FROM operations WHERE id = $2::uuid';
 
 /**
  * The per-key order check looks at what is ahead of an operation and at what runs on its key: its
@@ -87,13 +92,13 @@ describeEachBackend('the head-of-key check', (db) => {
     const type = uniqueId('type');
     const { ids } = await keyWithBacklog(type);
     await db().query(`UPDATE operations SET state = 'PROCESSING' WHERE id = $1`, [ids[0]]);
-    const read = await pagesRead(db(), `SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey('SELECT $2::uuid')}`, [ids[1], ids[0]]);
+    const read = await pagesRead(db(), `SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey(SEQ_OF_SECOND)}`, [ids[1], ids[0]]);
     assert.ok(read <= PAGES, `the successor's check read ${read} pages`);
-    const { rows } = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey('SELECT $2::uuid')}`, [ids[1], ids[0]]);
+    const { rows } = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey(SEQ_OF_SECOND)}`, [ids[1], ids[0]]);
     assert.equal(rows.length, 1, 'the successor is the head once the running one is left out');
     const blocked = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey()}`, [ids[1]]);
     assert.equal(blocked.rows.length, 0, 'nothing starts beside the running one');
-    const behind = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey('SELECT $2::uuid')}`, [ids[2], ids[0]]);
+    const behind = await db().query(`SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey(SEQ_OF_SECOND)}`, [ids[2], ids[0]]);
     assert.equal(behind.rows.length, 0, 'the one behind the successor is no head');
   });
 
@@ -103,7 +108,7 @@ describeEachBackend('the head-of-key check', (db) => {
     const [ahead, running, next] = await acceptMany(db(), 3, () => ({ type, orderingKey: key }));
     // As an insert that committed late behind a running operation leaves a key.
     await db().query(`UPDATE operations SET state = 'PROCESSING' WHERE id = $1`, [running]);
-    const check = `SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey('SELECT $2::uuid')}`;
+    const check = `SELECT o.id FROM operations o WHERE o.id = $1 AND ${isHeadOfKey(SEQ_OF_SECOND)}`;
     assert.equal((await db().query(check, [next, running])).rows.length, 0, 'the one ahead still comes first');
     await db().query(`UPDATE operations SET state = 'COMPLETED' WHERE id = $1`, [ahead]);
     assert.equal((await db().query(check, [next, running])).rows.length, 1, 'with the one ahead done, the next is the head');
@@ -173,5 +178,48 @@ describeEachBackend('the head-of-key check on a few keys with many waiting on ea
     // About 36 pages for each operation started (its row's new version in each index, its event,
     // the probes); a look-up of the next that walked to the end of the table read 18,000 for each.
     assert.ok(claimed <= 100 * 100, `a claim of 100 read ${claimed} pages`);
+  });
+});
+
+/** Keys of the third suite, and the turns each runs before the finish that is measured. */
+const BUSY_KEYS = 10;
+const TURNS = 150;
+
+/**
+ * Each operation that ran on a key leaves two entries in the active-key index (its PENDING and its
+ * PROCESSING row versions) until a vacuum, or a scan that found their rows dead marks them. The
+ * start of a successor checks the key from its first entry: past every one of those. A plain index
+ * scan may mark an entry only if the index page has not changed since it read it, and a busy key's
+ * page changes with every start, its own too: each start then visited every row its key had run.
+ */
+describeEachBackend('the start of a successor on a key that ran many operations since its last vacuum', (db) => {
+  it('reads a few pages for each key, not one for each operation the key ran', async () => {
+    await db().query('ALTER TABLE operations SET (autovacuum_enabled = off)');
+    const type = uniqueId('type');
+    const keys = Array.from({ length: BUSY_KEYS }, () => uniqueId('key'));
+    let next = 0;
+    await acceptMany(db(), BUSY_KEYS * (TURNS + 2), () => ({ type, orderingKey: keys[(next += 1) % BUSY_KEYS] as string }));
+    const now = () => new Date();
+    const options = { leaseOwner: 'w', leaseMs: 30_000, now, types: [type] };
+    // As the worker does with a key's turns: each finish starts the next on every key.
+    const turn = (target: Db, running: ClaimedOperation[]) =>
+      finishAttempts(
+        target,
+        running.map((op) => ({ operationId: op.id, claimed: op, command: { kind: 'complete', now: now().toISOString(), fencingToken: op.fencingToken, result: null } })),
+        { ...options, busyKeys: [] },
+      );
+    let running = await claimOperations(db(), { ...options, limit: BUSY_KEYS });
+    assert.equal(running.length, BUSY_KEYS, 'the heads of every key were claimed');
+    for (let t = 0; t < TURNS; t += 1) {
+      running = (await turn(db(), running)).successors;
+      assert.equal(running.length, BUSY_KEYS, `turn ${t} started the next on every key`);
+    }
+    const measured = measuringPages(db(), (sql) => sql.includes('UPDATE operations') && sql.includes('started AS'));
+    const { successors } = await turn(measured.db, running);
+    assert.equal(successors.length, BUSY_KEYS, 'the measured finish started the next on every key');
+    const perKey = measured.pages() / BUSY_KEYS;
+    // 51-56 pages a key, most of them the end, the start and their events; 196-206 when each start
+    // visited the rows of the 150 operations its key had run.
+    assert.ok(perKey <= 100, `a finish and start read ${perKey} pages for each key, after ${TURNS} turns on it`);
   });
 });

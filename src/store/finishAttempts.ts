@@ -102,7 +102,7 @@ function decideSuccessorStarts(
  * commit per key turn. A start is written only if its row is still at the version it was decided
  * on, the operation before it on its key ended in this same statement, and nothing else on its key
  * is active ahead of it or running, seen from this statement's snapshot (where the ended row still
- * looks PROCESSING, so it is left out of that check by id).
+ * looks PROCESSING, so it is left out of that check).
  */
 async function writeFinishesAndStarts(
   db: Db,
@@ -141,7 +141,7 @@ const FINISH_AND_START = prepared(
      FROM sx AS x
      WHERE o.id = x.id AND o.version = x.expected_version
        AND o.ordering_key IN (SELECT ordering_key FROM finished)
-       AND ${isHeadOfKey('SELECT id FROM finished')}
+       AND ${isHeadOfKey('SELECT seq FROM finished')}
        AND NOT EXISTS (SELECT 1 FROM opsd_type_controls c WHERE c.type = o.type AND c.paused)
        AND pg_try_advisory_xact_lock(${CLAIM_LOCK_NAMESPACE}, hashtext(o.ordering_key))
      RETURNING o.id, o.ordering_key, ${NEXT_ON_KEY}
