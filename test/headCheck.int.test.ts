@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { claimOperations, type ClaimedOperation } from '../src/store/claimOperations.js';
 import type { Db } from '../src/store/db.js';
-import { finishAttempts } from '../src/store/finishAttempts.js';
 import { isHeadOfKey } from '../src/store/headOfKey.js';
 import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
 import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
 import { claimCall } from './support/claimCall.js';
+import { completeAttempts, isFinishAndStart } from './support/completeAttempts.js';
 import { measuringPages, pagesRead } from './support/pagesRead.js';
 import { uniqueId } from './support/helpers.js';
 
@@ -202,19 +202,14 @@ describeEachBackend('the start of a successor on a key that ran many operations 
     const now = () => new Date();
     const options = { leaseOwner: 'w', leaseMs: 30_000, now, types: [type] };
     // As the worker does with a key's turns: each finish starts the next on every key.
-    const turn = (target: Db, running: ClaimedOperation[]) =>
-      finishAttempts(
-        target,
-        running.map((op) => ({ operationId: op.id, claimed: op, command: { kind: 'complete', now: now().toISOString(), fencingToken: op.fencingToken, result: null } })),
-        { ...options, busyKeys: [] },
-      );
+    const turn = (target: Db, running: ClaimedOperation[]) => completeAttempts(target, running, { ...options, busyKeys: [] });
     let running = await claimOperations(db(), { ...options, limit: BUSY_KEYS });
     assert.equal(running.length, BUSY_KEYS, 'the heads of every key were claimed');
     for (let t = 0; t < TURNS; t += 1) {
       running = (await turn(db(), running)).successors;
       assert.equal(running.length, BUSY_KEYS, `turn ${t} started the next on every key`);
     }
-    const measured = measuringPages(db(), (sql) => sql.includes('UPDATE operations') && sql.includes('started AS'));
+    const measured = measuringPages(db(), isFinishAndStart);
     const { successors } = await turn(measured.db, running);
     assert.equal(successors.length, BUSY_KEYS, 'the measured finish started the next on every key');
     const perKey = measured.pages() / BUSY_KEYS;

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { Db } from '../src/store/db.js';
 import { claimOperations } from '../src/store/claimOperations.js';
-import { finishAttempts } from '../src/store/finishAttempts.js';
 import { forgottenHeadsQuery } from '../src/store/findForgottenHeads.js';
 import { markHeadsOnKeys } from '../src/store/headMarks.js';
 import { NEXT_ON_KEY } from '../src/store/saveTransitions.js';
@@ -10,6 +9,7 @@ import { acceptMany } from './support/acceptMany.js';
 import { describeEachBackend } from './support/backends.js';
 import { catchUp } from './support/caughtUp.js';
 import { claimCall } from './support/claimCall.js';
+import { completeAttempts, isFinishAndStart } from './support/completeAttempts.js';
 import { measuringPages, pagesRead } from './support/pagesRead.js';
 import { rolledBack } from './support/rolledBack.js';
 import { uniqueId } from './support/helpers.js';
@@ -80,12 +80,8 @@ describeEachBackend('the store on statistics taken while nothing was PENDING', (
     const now = () => new Date();
     const claimed = await claimOperations(db(), { limit: KEYS, now, leaseOwner: 'w', leaseMs: 30_000, types: [type] });
     assert.equal(claimed.length, KEYS, 'the heads of every key were claimed');
-    const measured = measuringPages(db(), (sql) => sql.includes('UPDATE operations') && sql.includes('started AS'));
-    const { successors } = await finishAttempts(
-      measured.db,
-      claimed.map((op) => ({ operationId: op.id, claimed: op, command: { kind: 'complete', now: now().toISOString(), fencingToken: op.fencingToken, result: null } })),
-      { leaseOwner: 'w', leaseMs: 30_000, now, types: [type], busyKeys: [] },
-    );
+    const measured = measuringPages(db(), isFinishAndStart);
+    const { successors } = await completeAttempts(measured.db, claimed, { leaseOwner: 'w', leaseMs: 30_000, now, types: [type], busyKeys: [] });
     assert.equal(successors.length, KEYS, 'the finish started the next on every key');
     // About 50 pages for each key's end and start (4,930-4,964 for the 100).
     assert.ok(measured.pages() <= KEYS * 60, `a finish and start on ${KEYS} keys with ${BURST} queued read ${measured.pages()} pages`);

@@ -8,13 +8,12 @@ import { startService } from '../src/service.js';
 import { acceptOperations } from '../src/store/acceptOperations.js';
 import { claimOperations } from '../src/store/claimOperations.js';
 import type { Db } from '../src/store/db.js';
-import { finishAttempts } from '../src/store/finishAttempts.js';
 import { createPgliteDb } from '../src/store/pgliteDb.js';
 import { migrate } from '../src/store/migrate.js';
-import type { StoredOperation } from '../src/store/operationRow.js';
 import { keepUpTable, tablesDueForUpkeep } from '../src/store/tableUpkeep.js';
 import { pagesRead } from './support/pagesRead.js';
 import { claimCall } from './support/claimCall.js';
+import { completeAttempts } from './support/completeAttempts.js';
 import { testLogger, uniqueId, waitFor } from './support/helpers.js';
 
 /**
@@ -35,7 +34,7 @@ describe('the embedded store\'s table upkeep', () => {
       // As under load: accepts outpace the worker, which claims 10 at a time and completes them.
       for (let round = 0; round < 600; round += 1) {
         await acceptOperations(db, Array.from({ length: 20 }, () => ({ externalId: uniqueId(), type, payload: {}, maxAttempts: 1 })), new Date(Date.now() - 1000));
-        await complete(db, await claimOperations(db, { limit: 10, now: () => new Date(), leaseOwner: 'w', leaseMs: 30_000, types: [type] }));
+        await completeAttempts(db, await claimOperations(db, { limit: 10, now: () => new Date(), leaseOwner: 'w', leaseMs: 30_000, types: [type] }));
       }
       const before = await pagesRead(db, ...claimCall({ types: [type], limit: 10 }));
       await flushStatistics(db);
@@ -83,12 +82,8 @@ async function churn(db: Db, type: string, count: number): Promise<void> {
   for (;;) {
     const claimed = await claimOperations(db, { limit: 500, now: () => new Date(), leaseOwner: 'churn', leaseMs: 30_000, types: [type] });
     if (claimed.length === 0) break;
-    await complete(db, claimed);
+    await completeAttempts(db, claimed);
   }
-}
-
-async function complete(db: Db, claimed: StoredOperation[]): Promise<void> {
-  await finishAttempts(db, claimed.map((op) => ({ operationId: op.id, claimed: op, command: { kind: 'complete', now: new Date().toISOString(), fencingToken: op.fencingToken, result: null } })));
 }
 
 /** Dead row versions in `operations`, as the statistics count them. */
