@@ -315,4 +315,27 @@ describeEachBackend('the start of a claim', (db) => {
     assert.equal(successors, 100, 'each started operation comes with the one waiting behind it on its key');
     assert.ok(scans <= 2 * started + 10, `${scans} probes of the active-key index to start ${started}`);
   });
+
+  it('takes a marked head at its mark\'s word: its key is probed once, by the start\'s own check', async () => {
+    const type = uniqueId('marked');
+    const keys = Array.from({ length: 100 }, () => uniqueId('key'));
+    await acceptOperations(db(), keys.map((key) => ({ externalId: uniqueId(), type, payload: {}, orderingKey: key, maxAttempts: 1, priority: 10 })), new Date(Date.now() - 1000));
+    const { rows: marked } = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND head`, [type]);
+    assert.equal(marked[0]!.n, 100, 'each was marked on accept');
+    await db().query('ANALYZE operations');
+    const probes = `SELECT pg_stat_get_xact_numscans('operations_active_key_idx'::regclass)::int AS active,
+                           pg_stat_get_xact_numscans('operations_running_key_idx'::regclass)::int AS running`;
+    const { started, active, running } = await db().withSession((session) =>
+      rolledBack(session, async () => {
+        const before = (await session.query<{ active: number; running: number }>(probes)).rows[0]!;
+        const { rows } = await session.query(...claimCall({ types: [type], limit: 100 }));
+        const after = (await session.query<{ active: number; running: number }>(probes)).rows[0]!;
+        return { started: rows.length, active: after.active - before.active, running: after.running - before.running };
+      }),
+    );
+    assert.equal(started, 100);
+    // Probing each key in the first pass too made it two of each per started operation.
+    assert.ok(active <= started + 10, `${active} probes of the active-key index to start ${started}`);
+    assert.ok(running <= started + 10, `${running} probes of the running-key index to start ${started}`);
+  });
 });

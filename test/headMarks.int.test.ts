@@ -5,6 +5,7 @@ import { applyCommands } from '../src/store/applyCommands.js';
 import { claimOperations } from '../src/store/claimOperations.js';
 import type { Db } from '../src/store/db.js';
 import { finishAttempts } from '../src/store/finishAttempts.js';
+import { getOperation } from '../src/store/readOperations.js';
 import { rescueExpiredLeases } from '../src/store/rescueExpiredLeases.js';
 import { saveTransitions } from '../src/store/saveTransitions.js';
 import { decide } from '../src/domain/decide.js';
@@ -83,6 +84,20 @@ describeEachBackend('head marks', (db) => {
     assert.deepEqual(await marks(db(), [c!]), [false], 'the one behind the started one is no head');
   });
 
+  it('a claim refuses a row falsely marked as its key\'s head, clears the mark, and takes the head behind it instead', async () => {
+    const type = uniqueId('type');
+    const key = uniqueId('key');
+    const [first] = await accept(db(), type, [key]);
+    // Marked as a head while the first on its key waits, and ahead of it in claim order.
+    const [ahead] = await acceptOperations(db(), [{ externalId: uniqueId(), type, payload: {}, orderingKey: key, maxAttempts: 3, priority: 5 }], new Date(Date.now() - 1000));
+    const marked = ahead!.operation.id;
+    await db().query(`UPDATE operations SET head = true WHERE id = $1`, [marked]);
+    const claimed = await claimOperations(db(), { limit: 1, now: () => new Date(), leaseOwner: uniqueId('w'), leaseMs: 30_000, types: [type] });
+    assert.deepEqual(claimed.map((op) => op.id), [first], 'the claim of one took the head, not the falsely marked row');
+    assert.deepEqual(await marks(db(), [marked]), [false], 'the false mark was cleared');
+    assert.equal((await getOperation(db(), marked))?.status, 'PENDING');
+  });
+
   it('the head marker marks the heads no write marked, a page at a time, and starts over past the last key', async () => {
     const type = uniqueId('type');
     const ids = await accept(db(), type, Array.from({ length: 5 }, () => uniqueId('key')));
@@ -130,6 +145,41 @@ describe('a head accepted while the operation before it ends', { skip: databaseS
     const marker = createHeadMarker({ db, logger: testLogger() });
     assert.ok((await marker.runOnce()) >= 1);
     assert.deepEqual(await marks(db, [b]), [true]);
+  });
+});
+
+/**
+ * The other race: two operations on one key accepted at once, neither statement seeing the other,
+ * are both marked. A claim's first pass takes a marked row at its mark's word, so the false mark
+ * must cost no more than one refusal by the start: not an empty claim while a head waits behind it.
+ */
+describe('two operations on one key accepted at once', { skip: databaseSkip }, () => {
+  let handle: TestDb | undefined;
+  before(async () => {
+    handle = await postgresBackend.open();
+  });
+  after(async () => {
+    await handle?.cleanup();
+  });
+
+  it('are both marked; a claim of one past the second, while the first runs, takes the next head', async () => {
+    const db = handle!.db;
+    const type = uniqueId('type');
+    const key = uniqueId('key');
+    const [first, second] = await db.transaction(async (tx) => {
+      const [a] = await accept({ ...db, query: (sql, params) => tx.query(sql, params) }, type, [key]);
+      // On another connection, before the first commits.
+      const [b] = await accept(db, type, [key]);
+      return [a!, b!];
+    });
+    assert.deepEqual(await marks(db, [first, second]), [true, true], 'the race marked both');
+    const claim = () => claimOperations(db, { limit: 1, now: () => new Date(), leaseOwner: 'w', leaseMs: 30_000, types: [type] });
+    assert.deepEqual((await claim()).map((op) => op.id), [first]);
+    const [other] = await accept(db, type, [uniqueId('key')]);
+    assert.deepEqual((await claim()).map((op) => op.id), [other], 'the falsely marked one did not leave the claim empty');
+    assert.deepEqual(await marks(db, [second]), [false], 'its mark was cleared');
+    assert.deepEqual((await claim()).map((op) => op.id), [], 'nothing else may start while the first runs');
+    assert.equal((await getOperation(db, second))?.status, 'PENDING');
   });
 });
 

@@ -32,7 +32,8 @@ export type ClaimedOperation = StoredOperation & { next: StoredOperation | null 
 /**
  * Claims due PENDING operations that are at the head of their ordering key, in acceptance order,
  * in one call of `opsd_claim` (migrations/003; its probes as of 008, its passes as of 011 and its
- * last as of 014, its start as of 013, its look-ups by key as of 015): one round trip and one commit for the batch.
+ * last as of 014, its start as of 013, its look-ups by key as of 015, its first pass's reading of
+ * the head marks as of 017): one round trip and one commit for the batch.
  *
  * Shaped this way because per-key order must hold across any number of workers:
  * - an operation is claimable only if nothing earlier on its key is still active, and nothing on

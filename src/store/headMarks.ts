@@ -7,9 +7,11 @@ import type { Queryable } from './db.js';
  * it was written. Only PENDING operations hold it: a start clears it. A claim that cannot visit
  * every active key reads the marked due heads of its types instead of every due row, so the
  * operations queued behind heads it cannot start (a retry's backoff, a running one) cost it nothing.
- * The mark is a hint: the claim checks every head as before, so a mark that is no longer true costs
- * a probe. A missing one delays the operation until the head marker (src/worker/headMarker.ts) or a
- * pass that reads unmarked rows finds it.
+ * A claim's first pass also takes a marked row at the mark's word instead of probing its key
+ * (migration 017). The mark is still a hint: the start checks every head again, and clears the mark
+ * of a row it refuses, so a false mark (two operations on a key accepted at once, neither statement
+ * seeing the other) costs one refusal. A missing one delays the operation until the head marker
+ * (src/worker/headMarker.ts) or a pass that reads unmarked rows finds it.
  *
  * Written where an operation becomes a head: on accept (acceptOperations), on its return to PENDING
  * from PROCESSING or FAILED ({@link HEAD_ON_RETURN}), and when the operation before it on its key ends
