@@ -115,10 +115,10 @@ describeEachBackend('head marks', (db) => {
 });
 
 /**
- * The one case no write sees: an operation accepted while the end of the one before it on its key
- * is written, each statement in a snapshot without the other. Two connections, so PostgreSQL only.
+ * Marks written in a race, each statement in a snapshot without the other's row. Two connections, so
+ * PostgreSQL only.
  */
-describe('a head accepted while the operation before it ends', { skip: databaseSkip }, () => {
+describe('heads accepted in a race', { skip: databaseSkip }, () => {
   let handle: TestDb | undefined;
   before(async () => {
     handle = await postgresBackend.open();
@@ -127,7 +127,8 @@ describe('a head accepted while the operation before it ends', { skip: databaseS
     await handle?.cleanup();
   });
 
-  it('is left unmarked by both writes, and the head marker marks it', async () => {
+  // The one case no write sees: an operation accepted while the end of the one before it is written.
+  it('a head accepted while the operation before it ends is left unmarked by both writes, and the head marker marks it', async () => {
     const db = handle!.db;
     const type = uniqueId('type');
     const key = uniqueId('key');
@@ -146,23 +147,11 @@ describe('a head accepted while the operation before it ends', { skip: databaseS
     assert.ok((await marker.runOnce()) >= 1);
     assert.deepEqual(await marks(db, [b]), [true]);
   });
-});
 
-/**
- * The other race: two operations on one key accepted at once, neither statement seeing the other,
- * are both marked. A claim's first pass takes a marked row at its mark's word, so the false mark
- * must cost no more than one refusal by the start: not an empty claim while a head waits behind it.
- */
-describe('two operations on one key accepted at once', { skip: databaseSkip }, () => {
-  let handle: TestDb | undefined;
-  before(async () => {
-    handle = await postgresBackend.open();
-  });
-  after(async () => {
-    await handle?.cleanup();
-  });
-
-  it('are both marked; a claim of one past the second, while the first runs, takes the next head', async () => {
+  // The other race: two operations on one key accepted at once are both marked. A claim's first pass
+  // takes a marked row at its mark's word, so the false mark must cost no more than one refusal by
+  // the start: not an empty claim while a head waits behind it.
+  it('two operations on one key accepted at once are both marked; a claim of one past the second, while the first runs, takes the next head', async () => {
     const db = handle!.db;
     const type = uniqueId('type');
     const key = uniqueId('key');
