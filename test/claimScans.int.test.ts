@@ -286,10 +286,11 @@ const MARKED_FIRST_PAGES = 9_000;
 const MARKED_AGAIN_PAGES = 2_500;
 
 /**
- * A claim probes the active-key index once for each candidate it tests, and once more for each
- * operation it starts: that probe is both the start's own head check (in the snapshot taken after
- * the key's lock is held) and the look-up of what follows the operation on its key. Two probes
- * there cost a claim of 100 a tenth of its time (migration 013).
+ * A claim probes the active-key index once for each unmarked candidate it tests (a marked head it
+ * takes at its mark's word, migration 017), and once for each operation it starts: that probe is
+ * both the start's own head check (in the snapshot taken after the key's lock is held) and the
+ * look-up of what follows the operation on its key. Two probes there cost a claim of 100 a tenth of
+ * its time (migration 013).
  */
 describeEachBackend('the start of a claim', (db) => {
   it('reads each started key once after picking it: the head check and the successor share one probe', async () => {
@@ -300,17 +301,12 @@ describeEachBackend('the start of a claim', (db) => {
       await acceptOperations(db(), keys.map((key) => ({ externalId: uniqueId(), type, payload: {}, orderingKey: key, maxAttempts: 1, priority: 10 })), new Date(Date.now() - 1000 + round));
     }
     await db().query('ANALYZE operations');
-    const probes = `SELECT pg_stat_get_xact_numscans('operations_active_key_idx'::regclass)::int AS n`;
-    const { started, successors, scans } = await db().withSession((session) =>
-      rolledBack(session, async () => {
-        const before = (await session.query<{ n: number }>(probes)).rows[0]!.n;
-        const { rows } = await session.query<{ id: string; ordering_key: string; next: { ordering_key: string } | null }>(
-          ...claimCall({ types: [type], limit: 100, columns: 'id, ordering_key, next' }),
-        );
-        const after = (await session.query<{ n: number }>(probes)).rows[0]!.n;
-        return { started: rows.length, successors: rows.filter((r) => r.next?.ordering_key === r.ordering_key).length, scans: after - before };
-      }),
+    const { rows, active: scans } = await claimCountingProbes<{ ordering_key: string; next: { ordering_key: string } | null }>(
+      db(),
+      claimCall({ types: [type], limit: 100, columns: 'id, ordering_key, next' }),
     );
+    const started = rows.length;
+    const successors = rows.filter((r) => r.next?.ordering_key === r.ordering_key).length;
     assert.equal(started, 100);
     assert.equal(successors, 100, 'each started operation comes with the one waiting behind it on its key');
     assert.ok(scans <= 2 * started + 10, `${scans} probes of the active-key index to start ${started}`);
@@ -323,19 +319,28 @@ describeEachBackend('the start of a claim', (db) => {
     const { rows: marked } = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM operations WHERE type = $1 AND head`, [type]);
     assert.equal(marked[0]!.n, 100, 'each was marked on accept');
     await db().query('ANALYZE operations');
-    const probes = `SELECT pg_stat_get_xact_numscans('operations_active_key_idx'::regclass)::int AS active,
-                           pg_stat_get_xact_numscans('operations_running_key_idx'::regclass)::int AS running`;
-    const { started, active, running } = await db().withSession((session) =>
-      rolledBack(session, async () => {
-        const before = (await session.query<{ active: number; running: number }>(probes)).rows[0]!;
-        const { rows } = await session.query(...claimCall({ types: [type], limit: 100 }));
-        const after = (await session.query<{ active: number; running: number }>(probes)).rows[0]!;
-        return { started: rows.length, active: after.active - before.active, running: after.running - before.running };
-      }),
-    );
+    const { rows, active, running } = await claimCountingProbes(db(), claimCall({ types: [type], limit: 100 }));
+    const started = rows.length;
     assert.equal(started, 100);
     // Probing each key in the first pass too made it two of each per started operation.
     assert.ok(active <= started + 10, `${active} probes of the active-key index to start ${started}`);
     assert.ok(running <= started + 10, `${running} probes of the running-key index to start ${started}`);
   });
 });
+
+/**
+ * The claim `call` run on a session of its own and rolled back, with the probes it made of the
+ * active-key and the running-key indexes (scans counted by the statistics of its transaction).
+ */
+async function claimCountingProbes<R = Record<string, unknown>>(db: Db, call: [string, unknown[]]): Promise<{ rows: R[]; active: number; running: number }> {
+  const probes = `SELECT pg_stat_get_xact_numscans('operations_active_key_idx'::regclass)::int AS active,
+                         pg_stat_get_xact_numscans('operations_running_key_idx'::regclass)::int AS running`;
+  return db.withSession((session) =>
+    rolledBack(session, async () => {
+      const before = (await session.query<{ active: number; running: number }>(probes)).rows[0]!;
+      const { rows } = await session.query<R>(...call);
+      const after = (await session.query<{ active: number; running: number }>(probes)).rows[0]!;
+      return { rows, active: after.active - before.active, running: after.running - before.running };
+    }),
+  );
+}

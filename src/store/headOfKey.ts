@@ -3,8 +3,8 @@
  * and nothing accepted earlier on its key is still active. The first clause also covers an earlier
  * operation whose insert committed late. Dispatch and successor starts use this definition, and
  * the walks of the keys (the reconciler's, the look for due deliveries) its first clause; the claim
- * function `opsd_claim` (migrations/015) spells out the same clauses, so a change here is a new
- * migration there too.
+ * function `opsd_claim` (its latest body in migrations/017) spells out the same clauses, so a change
+ * here is a new migration there too.
  *
  * `o` must be active itself; `except`: a query of the `seq`s of operations to leave out (operations
  * ending in the same statement).
