@@ -12,6 +12,7 @@ import { decide } from '../src/domain/decide.js';
 import { createHeadMarker } from '../src/worker/headMarker.js';
 import { databaseSkip, describeEachBackend, postgresBackend, type TestDb } from './support/backends.js';
 import { testLogger, uniqueId } from './support/helpers.js';
+import { completeAttempts } from './support/completeAttempts.js';
 
 /**
  * The `head` mark (src/store/headMarks.ts) is what a claim past more active keys than it visits
@@ -34,7 +35,7 @@ describeEachBackend('head marks', (db) => {
     const [a, b, c] = await accept(db(), type, [key, key, key]);
     const [claimed] = await claimOperations(db(), { limit: 1, now: () => new Date(), leaseOwner: 'w', leaseMs: 30_000, types: [type] });
     assert.equal(claimed?.id, a);
-    const { results } = await finishAttempts(db(), [{ operationId: a!, claimed: claimed!, command: { kind: 'complete', now: new Date().toISOString(), fencingToken: claimed!.fencingToken, result: null } }]);
+    const { results } = await completeAttempts(db(), [claimed!]);
     assert.ok(results[0]?.ok, 'completed');
     assert.deepEqual(await marks(db(), [b!, c!]), [true, false], 'after the first completed');
     const [cancelled] = await applyCommands(db(), [{ operationId: b!, command: { kind: 'cancel', now: new Date().toISOString() } }]);
@@ -75,11 +76,7 @@ describeEachBackend('head marks', (db) => {
     const now = () => new Date();
     const [claimed] = await claimOperations(db(), { limit: 1, now, leaseOwner: 'w', leaseMs: 30_000, types: [type] });
     assert.equal(claimed?.next?.id, b, 'the claim read the next on the key');
-    const { successors } = await finishAttempts(
-      db(),
-      [{ operationId: a!, claimed: claimed!, command: { kind: 'complete', now: now().toISOString(), fencingToken: claimed!.fencingToken, result: null } }],
-      { leaseOwner: 'w', leaseMs: 30_000, now, types: [type], busyKeys: [] },
-    );
+    const { successors } = await completeAttempts(db(), [claimed!], { leaseOwner: 'w', leaseMs: 30_000, now, types: [type], busyKeys: [] });
     assert.deepEqual(successors.map((op) => op.id), [b], 'the finish started the next');
     assert.deepEqual(await marks(db(), [c!]), [false], 'the one behind the started one is no head');
   });
