@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { postgresBackend } from './support/backends.js';
+import { createServerDatabase } from './support/serverDatabase.js';
 import { uniqueId, waitFor } from './support/helpers.js';
 import { http, runOpsd, startOpsd } from './support/opsdProcess.js';
 
@@ -162,5 +164,49 @@ describe('opsd doctor', { skip: postgresBackend.skip }, () => {
     // On PostgreSQL alone each worker also listens for accepted operations on a session of its own.
     const listening = await runOpsd(['doctor', '--worker', '2'], { DB_POOL_MAX: '3', REDIS_URL: '' });
     assert.match(listening.stdout, /\| worker \| 2 \| 6 \| 12 \|/);
+  });
+
+  it('lists the transactions that hold back the cleanup of its tables: any in its database, one that wrote anywhere', async () => {
+    const mine = await createServerDatabase(process.env.DATABASE_URL as string);
+    const other = await createServerDatabase(process.env.DATABASE_URL as string);
+    const tag = uniqueId('held');
+    const held: pg.Client[] = [];
+    const hold = async (url: string, name: string, writes: boolean) => {
+      const client = new pg.Client({ connectionString: url, application_name: `${tag}-${name}` });
+      await client.connect();
+      held.push(client);
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      // An id without a row written: what makes a transaction count from another database.
+      await client.query(writes ? 'SELECT pg_current_xact_id()' : 'SELECT 1');
+    };
+    const doctor = (age: string) => runOpsd(['doctor', '--worker', '1', '--max-transaction-age', age], { DATABASE_URL: mine.url, REDIS_URL: '' });
+    try {
+      await hold(mine.url, 'same-read', false);
+      await hold(other.url, 'other-write', true);
+      await hold(other.url, 'other-read', false);
+      await new Promise((resolve) => setTimeout(resolve, 1_200));
+      const listed = await doctor('1');
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.match(listed.stdout, /WARNING: \d+ transactions? older than 1 s holds? back the cleanup of opsd's tables/);
+      assert.ok(listed.stdout.includes(`"${tag}-same-read"`), listed.stdout);
+      assert.ok(listed.stdout.includes(`"${tag}-other-write"`), listed.stdout);
+      assert.ok(!listed.stdout.includes(`"${tag}-other-read"`), 'a read-only transaction in another database holds nothing back');
+      // Younger than the age asked about: not listed.
+      assert.ok(!(await doctor('3600')).stdout.includes(tag));
+      for (const client of held.splice(0)) {
+        await client.query('COMMIT');
+        await client.end();
+      }
+      assert.ok(!(await doctor('0')).stdout.includes(tag), 'ended transactions are not listed');
+      for (const bad of ['-1', 'NaN', '1e999', '', '0x10', '10000000000']) {
+        const refused = await doctor(bad);
+        assert.equal(refused.code, 2, `--max-transaction-age ${JSON.stringify(bad)}`);
+        assert.match(refused.stderr, /--max-transaction-age must be a number of seconds/);
+      }
+    } finally {
+      for (const client of held) await client.end().catch(() => undefined);
+      await mine.drop();
+      await other.drop();
+    }
   });
 });

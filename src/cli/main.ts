@@ -170,13 +170,14 @@ storeOptions(keys.command('revoke'))
 
 program
   .command('doctor')
-  .description('print the PostgreSQL connections a deployment would open against the server limit')
+  .description('print the PostgreSQL connections a deployment would open against the server limit, and long transactions that slow its claims')
   .addOption(new Option('--database-url <url>', 'the PostgreSQL server').env('DATABASE_URL'))
   .option('--api <n>', 'api processes', '0')
   .option('--worker <n>', 'worker processes', '0')
   .option('--intake <n>', 'intake processes', '0')
   .option('--cluster <n>', 'processes each of those forks with --cluster', '1')
   .addOption(new Option('--pool-max <n>', 'DB_POOL_MAX, if set in the deployment').env('DB_POOL_MAX'))
+  .option('--max-transaction-age <seconds>', 'list transactions older than this that hold back the cleanup of the tables', '60')
   .action(async (options: Options) => {
     const config = resolveConfig(process.env, { databaseUrl: options.databaseUrl, dbPoolMax: options.poolMax });
     if (!config.databaseUrl) throw new ConfigError(['doctor reads max_connections from the server: set DATABASE_URL or --database-url']);
@@ -187,11 +188,15 @@ program
       if (!Number.isInteger(value) || value < 0 || (name === 'cluster' && value < 1)) problems.push(`--${name} must be a whole number (got "${options[name]}")`);
       counts[name] = value;
     }
+    const maxTransactionAge = /^\d{1,10}(\.\d{1,3})?$/.test(options.maxTransactionAge ?? '') ? Number(options.maxTransactionAge) : Number.NaN;
+    if (!(maxTransactionAge <= 1e9)) {
+      problems.push(`--max-transaction-age must be a number of seconds from 0 to 1000000000 (got "${options.maxTransactionAge}")`);
+    }
     if (problems.length > 0) throw new ConfigError(problems);
     const { runDoctor } = await import('./doctor.js');
     const code = await runDoctor(
       config.databaseUrl,
-      { api: counts.api ?? 0, worker: counts.worker ?? 0, intake: counts.intake ?? 0, cluster: counts.cluster ?? 1, poolMax: config.dbPoolMax, queue: config.redisUrl !== undefined },
+      { api: counts.api ?? 0, worker: counts.worker ?? 0, intake: counts.intake ?? 0, cluster: counts.cluster ?? 1, poolMax: config.dbPoolMax, queue: config.redisUrl !== undefined, maxTransactionAge },
       (line) => console.log(line),
     );
     process.exitCode = code;
