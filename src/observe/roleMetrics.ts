@@ -96,6 +96,14 @@ export function addRoleGauges(metrics: OpsdMetrics, sources: MetricSources): voi
     metrics.gauge('opsd_cluster_leader_present', 'Whether some process holds the leader lock (read every 5 s)', [], (g) => {
       if (snapshot.current.leaderPresent !== null) g.set(snapshot.current.leaderPresent ? 1 : 0);
     });
+    metrics.gauge(
+      'opsd_store_cleanup_held_seconds',
+      "Age of the oldest transaction that keeps old row versions of opsd's tables in every scan's way (any in its database, any that wrote elsewhere on the server), 0 if none (read every 5 s)",
+      [],
+      (g) => {
+        if (snapshot.current.cleanupHeldSeconds !== null) g.set(snapshot.current.cleanupHeldSeconds);
+      },
+    );
   }
   metrics.gauge('opsd_cluster_restarts', 'Children the cluster supervisor had respawned when this process started', [], (g) => g.set(sources.clusterRestarts ?? 0));
 }

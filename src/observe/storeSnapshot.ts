@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { LEADER_LOCK_KEY, LIVENESS_LOCK_NAMESPACE } from '../cluster/lockKeys.js';
 import type { ResourceState } from '../protect/resourceRules.js';
 import type { Db } from '../store/db.js';
+import { HOLDS_BACK_CLEANUP } from '../store/cleanupHolders.js';
 import { readResourceStates } from '../store/resourceState.js';
 
 /** What a process reads of the whole store for its metrics and health, refreshed in the background. */
@@ -17,11 +18,16 @@ export interface StoreSnapshot {
   workersAlive: number | null;
   /** Whether some process holds the leader lock (servers only). */
   leaderPresent: boolean | null;
+  /**
+   * Age in seconds of the oldest transaction that holds back the cleanup of the store's tables, 0
+   * when none does (servers only; as far as this role may see other sessions).
+   */
+  cleanupHeldSeconds: number | null;
   /** When it was read (ms since the epoch), or 0 before the first read. */
   readAt: number;
 }
 
-const EMPTY: StoreSnapshot = { active: [], due: 0, oldestPendingSeconds: new Map(), resources: new Map(), workersAlive: null, leaderPresent: null, readAt: 0 };
+const EMPTY: StoreSnapshot = { active: [], due: 0, oldestPendingSeconds: new Map(), resources: new Map(), workersAlive: null, leaderPresent: null, cleanupHeldSeconds: null, readAt: 0 };
 
 /**
  * Share of the time a process may spend counting the active operations. A count reads every one of
@@ -69,9 +75,11 @@ export function createStoreSnapshot(options: { db: Db; logger: Logger; intervalM
         Date.now() >= countsDueAt ? readCounts() : null,
         readResourceStates(options.db),
         options.db.kind === 'postgres'
-          ? options.db.query<{ workers: number; leaders: number }>(
+          ? options.db.query<{ workers: number; leaders: number; cleanup_held: number | null }>(
               `SELECT count(*) FILTER (WHERE classid = $1::int::oid AND objsubid = 2)::int AS workers,
-                      count(*) FILTER (WHERE classid = 0 AND objid = $2::int::oid AND objsubid = 1)::int AS leaders
+                      count(*) FILTER (WHERE classid = 0 AND objid = $2::int::oid AND objsubid = 1)::int AS leaders,
+                      (SELECT coalesce(extract(epoch FROM now() - min(a.xact_start)), 0)::float8
+                       FROM pg_stat_activity a WHERE ${HOLDS_BACK_CLEANUP}) AS cleanup_held
                FROM pg_locks WHERE locktype = 'advisory' AND granted
                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
               [LIVENESS_LOCK_NAMESPACE, LEADER_LOCK_KEY],
@@ -85,6 +93,7 @@ export function createStoreSnapshot(options: { db: Db; logger: Logger; intervalM
         resources,
         workersAlive: locks ? (locks.rows[0]?.workers ?? 0) : null,
         leaderPresent: locks ? (locks.rows[0]?.leaders ?? 0) > 0 : null,
+        cleanupHeldSeconds: locks ? Math.max(0, locks.rows[0]?.cleanup_held ?? 0) : null,
         readAt: Date.now(),
       };
       warned = false;

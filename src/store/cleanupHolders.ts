@@ -15,6 +15,13 @@ export interface CleanupHolder {
 }
 
 /**
+ * Whether the session `a` of `pg_stat_activity` holds back the cleanup of this database's tables:
+ * a transaction in this database (reads too), or one that has written in any database.
+ */
+export const HOLDS_BACK_CLEANUP = `a.pid <> pg_backend_pid()
+       AND (a.backend_xid IS NOT NULL OR (a.datname = current_database() AND a.backend_xmin IS NOT NULL))`;
+
+/**
  * Transactions older than `olderThanSeconds`, oldest first, that stop scans of this database from
  * marking the index entries of old row versions dead: any in this database (reads too), and any
  * that has written in another database of the server. While one runs, every claim and head check
@@ -28,9 +35,7 @@ export async function findCleanupHolders(db: Querying, olderThanSeconds: number)
     `SELECT a.pid, a.datname, a.application_name, a.state, a.backend_xid IS NOT NULL AS wrote,
             extract(epoch FROM now() - a.xact_start)::float8 AS seconds
      FROM pg_stat_activity a
-     WHERE a.pid <> pg_backend_pid()
-       AND a.xact_start < now() - make_interval(secs => $1)
-       AND (a.backend_xid IS NOT NULL OR (a.datname = current_database() AND a.backend_xmin IS NOT NULL))
+     WHERE ${HOLDS_BACK_CLEANUP} AND a.xact_start < now() - make_interval(secs => $1)
      ORDER BY a.xact_start`,
     [olderThanSeconds],
   );
