@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { postgresBackend } from './support/backends.js';
+import { holdTransaction } from './support/heldTransaction.js';
 import { createServerDatabase } from './support/serverDatabase.js';
 import { uniqueId, waitFor } from './support/helpers.js';
 import { http, runOpsd, startOpsd } from './support/opsdProcess.js';
@@ -170,14 +170,9 @@ describe('opsd doctor', { skip: postgresBackend.skip }, () => {
     const mine = await createServerDatabase(process.env.DATABASE_URL as string);
     const other = await createServerDatabase(process.env.DATABASE_URL as string);
     const tag = uniqueId('held');
-    const held: pg.Client[] = [];
+    const held: { release: () => Promise<void> }[] = [];
     const hold = async (url: string, name: string, writes: boolean) => {
-      const client = new pg.Client({ connectionString: url, application_name: `${tag}-${name}` });
-      await client.connect();
-      held.push(client);
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-      // An id without a row written: what makes a transaction count from another database.
-      await client.query(writes ? 'SELECT pg_current_xact_id()' : 'SELECT 1');
+      held.push(await holdTransaction(url, { writes, applicationName: `${tag}-${name}` }));
     };
     const doctor = (age: string) => runOpsd(['doctor', '--worker', '1', '--max-transaction-age', age], { DATABASE_URL: mine.url, REDIS_URL: '' });
     try {
@@ -193,10 +188,7 @@ describe('opsd doctor', { skip: postgresBackend.skip }, () => {
       assert.ok(!listed.stdout.includes(`"${tag}-other-read"`), 'a read-only transaction in another database holds nothing back');
       // Younger than the age asked about: not listed.
       assert.ok(!(await doctor('3600')).stdout.includes(tag));
-      for (const client of held.splice(0)) {
-        await client.query('COMMIT');
-        await client.end();
-      }
+      for (const transaction of held.splice(0)) await transaction.release();
       assert.ok(!(await doctor('0')).stdout.includes(tag), 'ended transactions are not listed');
       for (const bad of ['-1', 'NaN', '1e999', '', '0x10', '10000000000']) {
         const refused = await doctor(bad);
@@ -204,7 +196,7 @@ describe('opsd doctor', { skip: postgresBackend.skip }, () => {
         assert.match(refused.stderr, /--max-transaction-age must be a number of seconds/);
       }
     } finally {
-      for (const client of held) await client.end().catch(() => undefined);
+      for (const transaction of held) await transaction.release().catch(() => undefined);
       await mine.drop();
       await other.drop();
     }

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import pino from 'pino';
 import { createStoreSnapshot } from '../src/observe/storeSnapshot.js';
 import { postgresBackend, type TestDb } from './support/backends.js';
+import { holdTransaction } from './support/heldTransaction.js';
 import { createServerDatabase } from './support/serverDatabase.js';
 import { waitFor } from './support/helpers.js';
 
@@ -18,21 +18,6 @@ describe('the store snapshot on a PostgreSQL server', { skip: postgresBackend.sk
   after(async () => {
     await store.cleanup();
   });
-
-  /** Opens a transaction on `url` and keeps it open until `release` is called. */
-  async function hold(url: string, writes: boolean): Promise<{ release: () => Promise<void> }> {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    // An id without a row written: what makes a transaction count from another database.
-    await client.query(writes ? 'SELECT pg_current_xact_id()' : 'SELECT 1');
-    return {
-      release: async () => {
-        await client.query('COMMIT');
-        await client.end();
-      },
-    };
-  }
 
   async function heldFor(open: () => Promise<{ release: () => Promise<void> }>): Promise<number> {
     const snapshot = createStoreSnapshot({ db: store.db, logger: pino({ level: 'silent' }), intervalMs: 50 });
@@ -50,14 +35,14 @@ describe('the store snapshot on a PostgreSQL server', { skip: postgresBackend.sk
   }
 
   it('reads the age of a transaction that holds back the cleanup of its tables: a read in its database', async () => {
-    const age = await heldFor(() => hold(store.url as string, false));
+    const age = await heldFor(() => holdTransaction(store.url as string, { writes: false }));
     assert.ok(age >= (HELD_MS - 50) / 1000, `the oldest transaction holding back cleanup is ${age} s old`);
   });
 
   it('and a writing one in another database of the server', async () => {
     const other = await createServerDatabase(process.env.DATABASE_URL as string);
     try {
-      const age = await heldFor(() => hold(other.url, true));
+      const age = await heldFor(() => holdTransaction(other.url, { writes: true }));
       assert.ok(age >= (HELD_MS - 50) / 1000, `the oldest transaction holding back cleanup is ${age} s old`);
     } finally {
       await other.drop();
