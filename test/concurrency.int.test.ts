@@ -13,7 +13,7 @@ import { raceTimeout } from '../src/lib/withTimeout.js';
 import { createPgDb } from '../src/store/pgDb.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { postgresBackend, type TestDb } from './support/backends.js';
-import { gate, testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { gate, LOOP_DELAY_UNCHECKED, testLogger, uniqueId, waitFor } from './support/helpers.js';
 
 /**
  * `db` whose transactions, once their work is done, wait for `release` before they commit. Work
@@ -159,7 +159,7 @@ describe('concurrent sessions [postgres]', { skip: postgresBackend.skip }, () =>
 
   it('with every pooled connection taken, a request gets 503 with Retry-After instead of waiting forever', async () => {
     const small = createPgDb({ connectionString: handle.url as string, max: 1, connectTimeoutMs: 300 });
-    const app = buildApp({ db: small, registry: await loadHandlers(undefined), dispatcher: createInProcessDispatcher(null), logger: testLogger() });
+    const app = buildApp({ db: small, registry: await loadHandlers(undefined), dispatcher: createInProcessDispatcher(null), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
     const release = gate();
     const held = gate();
     const holder = small.transaction(async () => {

@@ -8,7 +8,7 @@ import type { IntakeServer } from '../src/intake/intakeServer.js';
 import { startTestIntake } from './support/intakeServer.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { describeEachBackend } from './support/backends.js';
-import { testLogger, uniqueId } from './support/helpers.js';
+import { LOOP_DELAY_UNCHECKED, testLogger, uniqueId } from './support/helpers.js';
 
 interface Answer {
   status: number;
@@ -50,7 +50,7 @@ describeEachBackend('hostile input on every server', (db) => {
 
   before(async () => {
     const registry = await loadHandlers(undefined);
-    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(null), logger: testLogger() });
+    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(null), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
     await app.listen({ port: 0, host: '127.0.0.1' });
     intake = await startTestIntake(db(), registry, { bodyLimit: 1024 * 1024 });
     servers.push({ name: 'api', url: () => `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` });

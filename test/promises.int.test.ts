@@ -11,7 +11,7 @@ import { createLeaseRescuer } from '../src/worker/leaseRescuer.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { Worker } from '../src/worker/worker.js';
 import { describeEachBackend } from './support/backends.js';
-import { testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { LOOP_DELAY_UNCHECKED, testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { startWorker } from './support/workerHarness.js';
 
 interface OperationBody {
@@ -104,7 +104,7 @@ describeEachBackend('cancel and retry against a running worker', (db) => {
     );
     worker = new Worker({ db: db(), registry, logger: testLogger(), pollIntervalMs: 20, concurrency: 4 });
     worker.start();
-    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(worker), logger: testLogger() });
+    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(worker), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
     await app.ready();
   });
   after(async () => {

@@ -13,7 +13,7 @@ import { defineOperation } from '../src/worker/defineOperation.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
 import { postgresBackend, serversSkip, type TestDb } from './support/backends.js';
-import { testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { LOOP_DELAY_UNCHECKED, testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { redisPrefix } from './support/scaleout.js';
 import { startTcpProxy } from './support/tcpProxy.js';
 
@@ -113,7 +113,7 @@ describe('queue faults [postgres + redis]', { skip: serversSkip }, () => {
     const { proxy, url } = await frozenRedisUrl();
     proxy.freeze();
     const dispatcher = createBullmqDispatcher({ redisUrl: url, prefix: redisPrefix(), timeoutMs: 300 });
-    const app = buildApp({ db: handle.db, registry, dispatcher, logger: testLogger() });
+    const app = buildApp({ db: handle.db, registry, dispatcher, logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
     t.after(async () => {
       await app.close();
       await dispatcher.close();

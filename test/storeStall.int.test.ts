@@ -9,7 +9,7 @@ import { createPgDb } from '../src/store/pgDb.js';
 import { migrate } from '../src/store/migrate.js';
 import { loadHandlers } from '../src/worker/loadHandlers.js';
 import { postgresBackend } from './support/backends.js';
-import { testLogger, uniqueId, waitFor } from './support/helpers.js';
+import { LOOP_DELAY_UNCHECKED, testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { startTestIntake } from './support/intakeServer.js';
 import { createServerDatabase } from './support/serverDatabase.js';
 import { startTcpProxy, throughProxy } from './support/tcpProxy.js';
@@ -41,7 +41,7 @@ describe('submissions to a store that stops answering [postgres]', { skip: postg
     proxy = await startTcpProxy({ host: real.hostname, port: Number(real.port || 5432) });
     db = createPgDb({ connectionString: throughProxy(database.url, proxy.port), max: 2, connectTimeoutMs: 1000, statementTimeoutMs: 2000 });
     const registry = await loadHandlers(undefined);
-    app = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), acceptTimeoutMs: ACCEPT_TIMEOUT_MS });
+    app = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), acceptTimeoutMs: ACCEPT_TIMEOUT_MS , pressure: LOOP_DELAY_UNCHECKED });
     await app.ready();
     intake = await startTestIntake(db, registry, { bodyLimit: 1024 * 1024, acceptTimeoutMs: ACCEPT_TIMEOUT_MS });
   });

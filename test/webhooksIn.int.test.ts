@@ -17,7 +17,7 @@ import { githubSignature, hmacSignature, standardWebhooksSignature, stripeSignat
 import { defineWebhookSource } from '../src/webhooks/webhookSource.js';
 import type { Db } from '../src/store/db.js';
 import { describeEachBackend } from './support/backends.js';
-import { testLogger, uniqueId } from './support/helpers.js';
+import { LOOP_DELAY_UNCHECKED, testLogger, uniqueId } from './support/helpers.js';
 
 const GITHUB_SECRET = 'github-test-secret';
 const STRIPE_SECRETS = ['whsec_stripe_old', 'whsec_stripe_new'];
@@ -77,7 +77,7 @@ interface Reply {
 type Server = { url: string; close(): Promise<void> };
 
 async function startApi(db: Db, registry: HandlerRegistry, bodyLimit: number): Promise<Server> {
-  const app: FastifyInstance = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), bodyLimit });
+  const app: FastifyInstance = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), bodyLimit , pressure: LOOP_DELAY_UNCHECKED });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   return { url, close: () => app.close() };
 }

@@ -84,3 +84,12 @@ export async function freePort(): Promise<number> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
+
+/**
+ * Saturation thresholds for apps in tests of what a request gets from a process that is not
+ * saturated: the event loop's delay is not checked. A test process that hosts the embedded store
+ * holds its own loop through each statement, and on a loaded machine that can last past the
+ * api's 1 s window of mean delay, which then answers 503 to every request for a second
+ * (test/saturation tests that answer).
+ */
+export const LOOP_DELAY_UNCHECKED = { maxEventLoopDelayMs: 0, maxPoolWaiting: 100 } as const;
