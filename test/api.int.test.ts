@@ -30,7 +30,7 @@ describeEachBackend('http api', (db) => {
     registry.register(defineOperation({ type: 'test.always-fails', maxAttempts: 1, handle: () => { throw new Error('down'); } }) as never);
     worker = new Worker({ db: db(), registry, logger: testLogger(), pollIntervalMs: 50 });
     worker.start();
-    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(worker), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
+    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(worker), logger: testLogger(), pressure: LOOP_DELAY_UNCHECKED });
     await app.ready();
   });
   after(async () => {
@@ -122,7 +122,7 @@ describeEachBackend('http api', (db) => {
       health: alwaysHealthy,
       async close() {},
     };
-    const admin = buildApp({ db: db(), registry, dispatcher, logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
+    const admin = buildApp({ db: db(), registry, dispatcher, logger: testLogger(), pressure: LOOP_DELAY_UNCHECKED });
     await admin.ready();
     try {
       // Heads of a type nobody here runs, ahead in claim order: more than a wake-up takes at once.

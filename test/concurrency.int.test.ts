@@ -159,7 +159,7 @@ describe('concurrent sessions [postgres]', { skip: postgresBackend.skip }, () =>
 
   it('with every pooled connection taken, a request gets 503 with Retry-After instead of waiting forever', async () => {
     const small = createPgDb({ connectionString: handle.url as string, max: 1, connectTimeoutMs: 300 });
-    const app = buildApp({ db: small, registry: await loadHandlers(undefined), dispatcher: createInProcessDispatcher(null), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
+    const app = buildApp({ db: small, registry: await loadHandlers(undefined), dispatcher: createInProcessDispatcher(null), logger: testLogger(), pressure: LOOP_DELAY_UNCHECKED });
     const release = gate();
     const held = gate();
     const holder = small.transaction(async () => {

@@ -50,7 +50,7 @@ describeEachBackend('hostile input on every server', (db) => {
 
   before(async () => {
     const registry = await loadHandlers(undefined);
-    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(null), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
+    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), pressure: LOOP_DELAY_UNCHECKED });
     await app.listen({ port: 0, host: '127.0.0.1' });
     intake = await startTestIntake(db(), registry, { bodyLimit: 1024 * 1024 });
     servers.push({ name: 'api', url: () => `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` });

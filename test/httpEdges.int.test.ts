@@ -99,7 +99,7 @@ describe('HTTP edges answer with opsd codes on every server [pglite]', () => {
   before(async () => {
     handle = await pgliteBackend.open();
     const registry = await loadHandlers(undefined);
-    app = buildApp({ db: handle.db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), bodyLimit, requestTimeoutMs: 1000 , pressure: LOOP_DELAY_UNCHECKED });
+    app = buildApp({ db: handle.db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), bodyLimit, requestTimeoutMs: 1000, pressure: LOOP_DELAY_UNCHECKED });
     await app.listen({ port: 0, host: '127.0.0.1' });
     intake = await startTestIntake(handle.db, registry, { bodyLimit, requestTimeoutMs: 1000 });
     servers.push({ name: 'api', port: () => (app.server.address() as AddressInfo).port });

@@ -133,7 +133,7 @@ describe('api and intake when the store is unreachable', () => {
     const db = createPgDb({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1 });
     const registry = await loadHandlers(undefined);
     const intake = await startTestIntake(db, registry, { bodyLimit: 1024 * 1024 });
-    const app = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
+    const app = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), pressure: LOOP_DELAY_UNCHECKED });
     try {
       const body = { type: 'demo.echo', external_id: uniqueId('down'), payload: {} };
       const viaIntake = await fetch(`${intake.url}/v1/operations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

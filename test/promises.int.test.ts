@@ -104,7 +104,7 @@ describeEachBackend('cancel and retry against a running worker', (db) => {
     );
     worker = new Worker({ db: db(), registry, logger: testLogger(), pollIntervalMs: 20, concurrency: 4 });
     worker.start();
-    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(worker), logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
+    app = buildApp({ db: db(), registry, dispatcher: createInProcessDispatcher(worker), logger: testLogger(), pressure: LOOP_DELAY_UNCHECKED });
     await app.ready();
   });
   after(async () => {

@@ -113,7 +113,7 @@ describe('queue faults [postgres + redis]', { skip: serversSkip }, () => {
     const { proxy, url } = await frozenRedisUrl();
     proxy.freeze();
     const dispatcher = createBullmqDispatcher({ redisUrl: url, prefix: redisPrefix(), timeoutMs: 300 });
-    const app = buildApp({ db: handle.db, registry, dispatcher, logger: testLogger() , pressure: LOOP_DELAY_UNCHECKED });
+    const app = buildApp({ db: handle.db, registry, dispatcher, logger: testLogger(), pressure: LOOP_DELAY_UNCHECKED });
     t.after(async () => {
       await app.close();
       await dispatcher.close();

@@ -41,7 +41,7 @@ describe('submissions to a store that stops answering [postgres]', { skip: postg
     proxy = await startTcpProxy({ host: real.hostname, port: Number(real.port || 5432) });
     db = createPgDb({ connectionString: throughProxy(database.url, proxy.port), max: 2, connectTimeoutMs: 1000, statementTimeoutMs: 2000 });
     const registry = await loadHandlers(undefined);
-    app = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), acceptTimeoutMs: ACCEPT_TIMEOUT_MS , pressure: LOOP_DELAY_UNCHECKED });
+    app = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), acceptTimeoutMs: ACCEPT_TIMEOUT_MS, pressure: LOOP_DELAY_UNCHECKED });
     await app.ready();
     intake = await startTestIntake(db, registry, { bodyLimit: 1024 * 1024, acceptTimeoutMs: ACCEPT_TIMEOUT_MS });
   });

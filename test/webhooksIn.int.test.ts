@@ -77,7 +77,7 @@ interface Reply {
 type Server = { url: string; close(): Promise<void> };
 
 async function startApi(db: Db, registry: HandlerRegistry, bodyLimit: number): Promise<Server> {
-  const app: FastifyInstance = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), bodyLimit , pressure: LOOP_DELAY_UNCHECKED });
+  const app: FastifyInstance = buildApp({ db, registry, dispatcher: createInProcessDispatcher(null), logger: testLogger(), bodyLimit, pressure: LOOP_DELAY_UNCHECKED });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   return { url, close: () => app.close() };
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
+import { PRESSURE_DEFAULTS, type PressureOptions } from '../../src/protect/admission.js';
 
 /** Quiet unless TEST_LOG_LEVEL asks otherwise. */
 export function testLogger(): Logger {
@@ -92,4 +93,4 @@ export async function freePort(): Promise<number> {
  * api's 1 s window of mean delay, which then answers 503 to every request for a second
  * (test/saturation tests that answer).
  */
-export const LOOP_DELAY_UNCHECKED = { maxEventLoopDelayMs: 0, maxPoolWaiting: 100 } as const;
+export const LOOP_DELAY_UNCHECKED: PressureOptions = { ...PRESSURE_DEFAULTS, maxEventLoopDelayMs: 0 };
