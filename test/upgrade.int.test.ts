@@ -169,7 +169,6 @@ for (const backend of BACKENDS) {
 
           // Accepted after the upgrade, behind what was there: a key's order spans the two releases.
           const [after] = await acceptOperations(db, [{ externalId: uniqueId('after'), type: TYPE, payload: null, orderingKey: 'a', maxAttempts: 3 }], new Date());
-          const behindLater = seeded.find((op) => op.key === 'e' && op.history === 'pending')!;
           const rescued = await rescueExpiredLeases(db, { now: new Date(), limit: 10 });
           assert.deepEqual(rescued.map((op) => op.id), seeded.filter((op) => op.history === 'running').map((op) => op.id));
 
@@ -186,7 +185,6 @@ for (const backend of BACKENDS) {
             assert.deepEqual(runs.filter((id) => accepted.includes(id)), accepted, `key ${key} ran in acceptance order`);
           }
           for (const op of seeded.filter((seed) => seed.key === 'e')) assert.equal((await getOperation(db, op.id))?.status, 'PENDING', `${op.history} on key e`);
-          assert.ok(!runs.includes(behindLater.id), 'nothing ran behind a head scheduled for later');
 
           const running = seeded.find((op) => op.history === 'running')!;
           assert.deepEqual((await listEvents(db, running.id)).map((e) => e.event.type), ['received', 'started', 'lease_expired', 'started', 'completed']);
