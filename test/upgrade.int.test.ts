@@ -81,7 +81,8 @@ async function writeAsBefore(db: Db, version: number, key: string, history: Hist
     runAt: history === 'later' ? time(3_600_000) : time(0),
     priority: 0,
   }];
-  // Its lease ran out while the store was upgraded: the release before stopped mid-attempt.
+  // Started by a worker of the release before. A running one's lease ran out while the store was
+  // upgraded: that worker stopped mid-attempt.
   const start = { kind: 'start', now: time(1_000), leaseOwner: 'a-worker-of-the-release-before', leaseExpiresAt: time(31_000) } as const;
   if (history === 'running' || history === 'completed' || history === 'retrying') commands.push(start);
   if (history === 'completed') commands.push({ kind: 'complete', now: time(2_000), fencingToken: 1, result: 'done before' });
