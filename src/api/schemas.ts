@@ -37,6 +37,11 @@ export const operationSchema = {
     run_at: { type: 'string' },
     created_at: { type: 'string' },
     updated_at: { type: 'string' },
+    progress: {
+      type: ['object', 'null'],
+      description: 'The latest progress the handler reported (reads only): not an event, only the latest is kept.',
+      properties: { value: {}, at: { type: 'string' }, attempt: { type: 'integer' } },
+    },
   },
 } as const;
 

@@ -1,7 +1,11 @@
+import type { OperationProgress } from '../domain/progress.js';
 import type { StoredEvent, StoredOperation } from '../store/operationRow.js';
 
-/** The public JSON shape of an operation (snake_case, as clients send it). */
-export function operationBody(op: StoredOperation) {
+/**
+ * The public JSON shape of an operation (snake_case, as clients send it). `progress` is in what
+ * reads return; the answers to writes (accept, cancel, retry) leave it out.
+ */
+export function operationBody(op: StoredOperation & { progress?: OperationProgress | null }) {
   return {
     id: op.id,
     external_id: op.externalId,
@@ -17,6 +21,7 @@ export function operationBody(op: StoredOperation) {
     run_at: op.runAt,
     created_at: op.createdAt,
     updated_at: op.updatedAt,
+    progress: op.progress,
   };
 }
 

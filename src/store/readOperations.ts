@@ -1,10 +1,20 @@
 import type { OperationStatus } from '../domain/operation.js';
+import type { OperationProgress } from '../domain/progress.js';
 import type { Queryable } from './db.js';
 import { rowToEvent, rowToOperation, type EventRow, type OperationRow, type StoredEvent, type StoredOperation } from './operationRow.js';
 
-export async function getOperation(db: Queryable, id: string): Promise<StoredOperation | null> {
-  const { rows } = await db.query<OperationRow>('SELECT * FROM operations WHERE id = $1', [id]);
-  return rows[0] ? rowToOperation(rows[0]) : null;
+/** An operation as a read shows it: its state, and the latest progress its handler reported (not part of the fold). */
+export type OperationView = StoredOperation & { progress: OperationProgress | null };
+
+type ViewRow = OperationRow & { progress: OperationProgress | null };
+
+function rowToView(row: ViewRow): OperationView {
+  return Object.assign(rowToOperation(row), { progress: row.progress ?? null });
+}
+
+export async function getOperation(db: Queryable, id: string): Promise<OperationView | null> {
+  const { rows } = await db.query<ViewRow>('SELECT * FROM operations WHERE id = $1', [id]);
+  return rows[0] ? rowToView(rows[0]) : null;
 }
 
 /** Filters for listing; every one is optional. */
@@ -21,8 +31,8 @@ export interface OperationFilter {
 export async function listOperations(
   db: Queryable,
   filter: OperationFilter,
-): Promise<{ operations: StoredOperation[]; hasMore: boolean }> {
-  const { rows } = await db.query<OperationRow>(
+): Promise<{ operations: OperationView[]; hasMore: boolean }> {
+  const { rows } = await db.query<ViewRow>(
     `SELECT * FROM operations
      WHERE ($1::text IS NULL OR external_id = $1)
        AND ($2::text IS NULL OR state = $2)
@@ -32,7 +42,7 @@ export async function listOperations(
      LIMIT $5`,
     [filter.externalId ?? null, filter.state ?? null, filter.type ?? null, filter.beforeSeq ?? null, filter.limit + 1],
   );
-  const operations = rows.slice(0, filter.limit).map(rowToOperation);
+  const operations = rows.slice(0, filter.limit).map(rowToView);
   return { operations, hasMore: rows.length > filter.limit };
 }
 

@@ -20,8 +20,15 @@ export const demoSleep = defineOperation<{ ms: number }>({
     required: ['ms'],
     properties: { ms: { type: 'integer', minimum: 0, maximum: 3_600_000 } },
   },
-  async handle({ payload, signal }) {
-    await sleep(payload.ms, undefined, { signal });
+  async handle({ payload, signal, progress }) {
+    // A long sleep says how far it has got, once a second.
+    let slept = 0;
+    while (payload.ms - slept > 1000) {
+      await sleep(1000, undefined, { signal });
+      slept += 1000;
+      progress({ slept_ms: slept, of_ms: payload.ms });
+    }
+    await sleep(payload.ms - slept, undefined, { signal });
     return { slept_ms: payload.ms };
   },
 });

@@ -18,6 +18,12 @@ export interface OperationContext<P = Json> {
   signal: AbortSignal;
   /** A logger bound to this operation and attempt. */
   log: Logger;
+  /**
+   * Reports how far the attempt has got: any JSON, made storable as a result is, at most 4,096
+   * characters of it (a RangeError past that). Only the latest report is kept: it is written within
+   * a second, and before the attempt's outcome, and shown as the operation's `progress`.
+   */
+  progress(value: unknown): void;
 }
 
 /** A type of operation and how to run it. */

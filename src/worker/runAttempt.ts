@@ -1,6 +1,7 @@
 import type { AttemptOutcome } from '../domain/commands.js';
 import { backoffDelayMs } from '../domain/backoff.js';
-import type { OperationProblem } from '../domain/operation.js';
+import type { Json, OperationProblem } from '../domain/operation.js';
+import { toProgressValue } from '../domain/progress.js';
 import { describeThrown, toStorableJson, toStorableText } from '../domain/storableJson.js';
 import type { StoredOperation } from '../store/operationRow.js';
 import type { AttemptAbort } from './attemptAbort.js';
@@ -32,6 +33,8 @@ export interface AttemptEnvironment {
   wedgedAfterMs: number;
   /** The type goes through a resource: an upstream's "wait" pauses it and defers the attempt. */
   hasResource: boolean;
+  /** Keeps the latest progress the handler reported for the operation it runs (see ProgressKeeper). */
+  reportProgress(operation: StoredOperation, value: Json): void;
 }
 
 /** How long a resource pauses when an upstream asks to wait without saying for how long. */
@@ -85,6 +88,9 @@ export async function runAttempt(
           },
           get log() {
             return env.log.logger;
+          },
+          progress(value: unknown) {
+            env.reportProgress(operation, toProgressValue(value));
           },
         }),
       ),

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AttemptOutcome } from '../domain/commands.js';
+import type { Json } from '../domain/operation.js';
 import { WakeSignal } from '../lib/wakeSignal.js';
 import { raceTimeout } from '../lib/withTimeout.js';
 import type { ClaimedOperation } from '../store/claimOperations.js';
@@ -13,6 +14,7 @@ import type { HandlerRegistry } from './handlerRegistry.js';
 import { AttemptAbort } from './attemptAbort.js';
 import { GroupClaims, type ClaimWaits } from './groupClaims.js';
 import { LeaseKeeper, type HeldAttempt } from './leaseKeeper.js';
+import { ProgressKeeper } from './progressKeeper.js';
 import { createResourceReports, type ResourceReportStats } from './resourceReports.js';
 import { createTypeCounter } from './typeCounter.js';
 import { redactionFor } from '../lib/logRedaction.js';
@@ -149,6 +151,11 @@ export class Worker {
   #gaveUp = false;
   #loop: Promise<void> | null = null;
   readonly #leases: LeaseKeeper;
+  readonly #progress: ProgressKeeper;
+  /** What a handler's `progress` calls; bound once, not made per attempt. */
+  readonly #reportProgress = (operation: StoredOperation, value: Json): void => {
+    this.#progress.report({ operationId: operation.id, fencingToken: operation.fencingToken, value, at: this.#now().toISOString() });
+  };
 
   constructor(options: WorkerOptions) {
     this.#db = options.db;
@@ -186,6 +193,7 @@ export class Worker {
       inFlight: WRITES_IN_FLIGHT,
       successors: { claim: () => this.#successorClaim(), started: (ops) => this.#startSuccessors(ops) },
     });
+    this.#progress = new ProgressKeeper({ db: this.#db, log: this.#log });
     this.#leases = new LeaseKeeper({
       db: this.#db,
       leaseMs: this.#leaseMs,
@@ -256,6 +264,7 @@ export class Worker {
     }
     this.#gaveUp = true;
     this.#leases.stop();
+    await this.#progress.stop();
     await this.#counts.stop();
   }
 
@@ -385,6 +394,7 @@ export class Worker {
           log,
           wedgedAfterMs: this.#wedgedAfterMs,
           hasResource: resource !== null,
+          reportProgress: this.#reportProgress,
         });
         // An attempt bound for a destination with limits of its own tells that destination, not the whole resource.
         const reportTo = this.#groups.takeDestination(operation.id) ?? resource;
@@ -397,7 +407,12 @@ export class Worker {
         }
         attempt.recording = true;
         if (!(operation as ClaimedOperation).next) this.#releaseSlot(attempt);
-        if (end.kind === 'record') await this.#recordOutcome(attempt, end.outcome, log, (performance.now() - startedAt) / 1000);
+        if (end.kind === 'record') {
+          // The last report before the outcome: once the operation has ended, it would be refused.
+          const progressWritten = this.#progress.settle(operation.id);
+          if (progressWritten) await progressWritten;
+          await this.#recordOutcome(attempt, end.outcome, log, (performance.now() - startedAt) / 1000);
+        }
       } catch (error) {
         log.error({ err: error }, 'attempt could not be recorded; the lease will expire and it will run again');
       } finally {
