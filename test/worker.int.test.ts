@@ -7,7 +7,7 @@ import { acceptOperations } from '../src/store/acceptOperations.js';
 import { applyCommands } from '../src/store/applyCommands.js';
 import { getOperation, listEvents } from '../src/store/readOperations.js';
 import { rowToOperation, type OperationRow } from '../src/store/operationRow.js';
-import { demoEcho, demoSleep, httpRequest } from '../src/worker/builtinOperations.js';
+import { demoEcho, httpRequest } from '../src/worker/builtinOperations.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
 import { RejectError, RetryError } from '../src/worker/handlerErrors.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
@@ -84,33 +84,48 @@ describeEachBackend('worker', (db) => {
   });
 
   it('runs operations on one key in acceptance order without overlap, and different keys in parallel', async () => {
-    const harness = startWorker(db(), [demoSleep as never], { concurrency: 10 });
+    // Each run as its handler saw it, on this process's monotonic clock: the runs are what the
+    // guarantee is about. The events' times come from the clock of whoever stamped them (a claim
+    // stamps its starts before it reaches the store), so the store's order is read from the
+    // events' positions instead: a start appended after the end it waited for.
+    const runs = new Map<string, { start: number; end: number }>();
+    const timed = defineOperation({
+      type: 'test.timed',
+      handle: async ({ operation }) => {
+        const start = performance.now();
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        runs.set(operation.id, { start, end: performance.now() });
+        return null;
+      },
+    });
+    const harness = startWorker(db(), [timed as never], { concurrency: 10 });
     try {
       const keys = Array.from({ length: 5 }, () => uniqueId('key'));
       const accepted = [];
       for (let i = 0; i < 200; i += 1) {
-        const [op] = await harness.submit({ externalId: uniqueId(), payload: { ms: 5 }, orderingKey: keys[i % 5] });
+        const [op] = await harness.submit({ externalId: uniqueId(), payload: null, orderingKey: keys[i % 5] });
         accepted.push(op!);
       }
       for (const op of accepted) assert.equal((await harness.settled(op.id)).status, 'COMPLETED');
 
-      const spans = new Map<string, { start: number; end: number; seq: number }[]>();
+      const byKey = new Map<string, { seq: number; run: { start: number; end: number }; started: number; completed: number }[]>();
       for (const op of accepted) {
-        const events = (await listEvents(db(), op.id)).map((e) => e.event);
-        const started = events.filter((e) => e.type === 'started');
-        const completed = events.find((e) => e.type === 'completed');
-        assert.equal(started.length, 1);
-        const list = spans.get(op.orderingKey) ?? [];
-        list.push({ start: Date.parse(started[0]!.at), end: Date.parse(completed!.at), seq: op.seq });
-        spans.set(op.orderingKey, list);
+        const events = await listEvents(db(), op.id);
+        const started = events.filter((e) => e.event.type === 'started');
+        const completed = events.find((e) => e.event.type === 'completed');
+        assert.equal(started.length, 1, `operation ${op.id} ran once`);
+        const list = byKey.get(op.orderingKey) ?? [];
+        list.push({ seq: op.seq, run: runs.get(op.id)!, started: started[0]!.position, completed: completed!.position });
+        byKey.set(op.orderingKey, list);
       }
-      for (const [key, list] of spans) {
+      for (const [key, list] of byKey) {
         list.sort((a, b) => a.seq - b.seq);
         for (let i = 1; i < list.length; i += 1) {
-          assert.ok(list[i]!.start >= list[i - 1]!.end, `key ${key}: operation ${i} started before ${i - 1} ended`);
+          assert.ok(list[i]!.run.start >= list[i - 1]!.run.end, `key ${key}: operation ${i} ran before ${i - 1} had returned`);
+          assert.ok(list[i]!.started > list[i - 1]!.completed, `key ${key}: operation ${i} was started in the store before ${i - 1} ended`);
         }
       }
-      const all = [...spans.entries()].flatMap(([key, list]) => list.map((s) => ({ key, ...s })));
+      const all = [...byKey.entries()].flatMap(([key, list]) => list.map((s) => ({ key, ...s.run })));
       const overlapAcrossKeys = all.some((a) => all.some((b) => a.key !== b.key && a.start < b.end && b.start < a.end));
       assert.ok(overlapAcrossKeys, 'operations on different keys should have run at the same time');
     } finally {
