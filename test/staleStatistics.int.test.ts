@@ -64,7 +64,7 @@ describeEachBackend('the store on statistics taken while nothing was PENDING', (
     let next = 0;
     await acceptMany(db(), BURST, () => ({ type: 'queued', orderingKey: keys[(next += 1) % KEYS] as string }));
     // Returning what it marked, so that the statement's pages count the write's.
-    const mark = `WITH marked AS (${markHeadsOnKeys('SELECT k, 0::bigint FROM unnest($1::text[]) AS k', 'SELECT id FROM operations WHERE false')} RETURNING marked.id)
+    const mark = `WITH marked AS (${markHeadsOnKeys('SELECT k, 0::bigint, now() FROM unnest($1::text[]) AS k', 'SELECT id FROM operations WHERE false')} RETURNING marked.id)
       SELECT count(*) FROM marked`;
     const read = await pagesReadRolledBack(db(), mark, [keys]);
     // About 10 pages a key; a walk of the PENDING rows for each key read 20,000.

@@ -89,7 +89,9 @@ function decideSuccessorStarts(
     if (!ended || !ENDED.has(ended.status) || !next || busy.has(next.orderingKey) || starts.some((t) => t.before.id === next.id)) continue;
     if (next.orderingKey !== ended.orderingKey || !claim.types.includes(next.type)) continue;
     try {
-      starts.push({ before: next, events: decide(start, next) });
+      // Never before the end that hands it the key, which another clock may have stamped later.
+      const at = start.now < ended.updatedAt ? { ...start, now: ended.updatedAt } : start;
+      starts.push({ before: next, events: decide(at, next) });
     } catch {
       // Not startable as read (not due yet, for one): the scan decides on its current state.
     }
@@ -133,7 +135,7 @@ const FINISH_AND_START = prepared(
      UPDATE operations AS o SET ${SET_PROJECTION}
      FROM fx AS x
      WHERE o.id = x.id AND o.version = x.expected_version
-     RETURNING o.id, o.ordering_key, o.seq, o.state
+     RETURNING o.id, o.ordering_key, o.seq, o.state, o.updated_at
    ), sx AS (
      ${projectionInput(20).replace('AS x(', 'AS sx(')}
    ), started AS (
@@ -149,7 +151,7 @@ const FINISH_AND_START = prepared(
      -- The next on the key of an ended operation becomes the head, unless this statement started it.
      -- Read after started, so that a row is never written by both.
      ${markHeadsOnKeys(
-       `SELECT f.ordering_key, f.seq FROM finished f
+       `SELECT f.ordering_key, f.seq, f.updated_at FROM finished f
         WHERE f.state IN ${ENDED_STATES_SQL} AND f.ordering_key NOT IN (SELECT ordering_key FROM started)`,
        'SELECT id FROM fx',
      )}

@@ -28,10 +28,12 @@ export const HEAD_ON_RETURN = `head = CASE WHEN x.state <> 'PENDING' THEN NULL W
 
 /**
  * An UPDATE, for a CTE, that marks the first active operation of each key in `from` as its head, if
- * it is PENDING and unmarked. `from`: a query of `(ordering_key, after_seq)`, where the look starts
- * past `after_seq` on the key: past an ended operation that was the head (nothing on its key is ahead
- * of a running one), so that a key with nothing behind it costs a descent of the index and no row;
- * or at the start of the key (0) when the ended one may not have been the head. `leftOut`: a query
+ * it is PENDING and unmarked. `from`: a query of `(ordering_key, after_seq, ended_at)`, where the
+ * look starts past `after_seq` on the key: past an ended operation that was the head (nothing on its
+ * key is ahead of a running one), so that a key with nothing behind it costs a descent of the index
+ * and no row; or at the start of the key (0) when the ended one may not have been the head.
+ * `ended_at`, the time of that end, is written as the row's `turn_at`: a claim's start is never
+ * stamped before it (migration 019). `leftOut`: a query
  * of the ids the same statement writes, which its snapshot still shows as they were. A row another
  * transaction holds is skipped rather than waited for: a finish must not wait on a claim, and the
  * head marker comes by later.
@@ -42,28 +44,30 @@ export const HEAD_ON_RETURN = `head = CASE WHEN x.state <> 'PENDING' THEN NULL W
 export function markHeadsOnKeys(from: string, leftOut: string): string {
   return markFirstActive(
     'marked',
-    `(${from}) AS k(ordering_key, after_seq)
+    `(${from}) AS k(ordering_key, after_seq, ended_at)
        CROSS JOIN LATERAL (
          SELECT p.seq FROM operations p
          WHERE (p.ordering_key, p.seq) > (k.ordering_key, k.after_seq) AND p.ordering_key <= k.ordering_key
            AND p.state IN ('PENDING', 'PROCESSING') AND p.id NOT IN (${leftOut})
          ORDER BY p.ordering_key, p.seq LIMIT 1) f`,
     'f.seq',
+    'k.ended_at',
   );
 }
 
 /**
  * An UPDATE, aliased `alias`, that marks as heads the rows at the seqs `seq` names in `firsts`
  * (each a key's first active operation), those of them PENDING and unmarked, skipping rows another
- * transaction holds.
+ * transaction holds; `turnAt`, an expression over `firsts`, is written as each one's `turn_at`.
  */
-function markFirstActive(alias: string, firsts: string, seq: string): string {
-  return `UPDATE operations AS ${alias} SET head = true
-     WHERE ${alias}.id IN (
-       SELECT h.id FROM ${firsts}
+function markFirstActive(alias: string, firsts: string, seq: string, turnAt: string): string {
+  return `UPDATE operations AS ${alias} SET head = true, turn_at = t.turn_at
+     FROM (
+       SELECT h.id, ${turnAt} AS turn_at FROM ${firsts}
        JOIN operations h ON h.seq = ${seq}
        WHERE ${pendingFoundByKey('h')} AND h.head IS NOT TRUE
-       FOR UPDATE OF h SKIP LOCKED)`;
+       FOR UPDATE OF h SKIP LOCKED) t
+     WHERE ${alias}.id = t.id`;
 }
 
 /** The states an operation ends in; its key's next active operation becomes the head. */
@@ -87,7 +91,7 @@ export async function markUnmarkedHeads(db: Queryable, options: { afterKey?: str
   const after = options.afterKey === undefined ? null : '$2';
   const { rows } = await db.query<{ k: string | null; visited: number; marked: string[] | null }>(
     `WITH RECURSIVE ${activeKeyVisit(after, '$1')}, marked AS (
-       ${markFirstActive('o', 'active_keys v', 'v.head_seq')}
+       ${markFirstActive('o', 'active_keys v', 'v.head_seq', 'NULL::timestamptz')}
        RETURNING o.id
      )
      SELECT (SELECT max(k) FROM active_keys) AS k, (SELECT count(*)::int FROM active_keys) AS visited,

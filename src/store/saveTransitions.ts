@@ -82,8 +82,8 @@ export const SET_PROJECTION = `state = x.state, attempts = x.attempts, run_at = 
  */
 function writeStatement(endedWereHeads: boolean) {
   const ended = endedWereHeads
-    ? `SELECT u.ordering_key, u.seq FROM updated u WHERE u.state IN ${ENDED_STATES_SQL}`
-    : `SELECT DISTINCT u.ordering_key, 0::bigint FROM updated u WHERE u.state IN ${ENDED_STATES_SQL}`;
+    ? `SELECT u.ordering_key, u.seq, u.updated_at FROM updated u WHERE u.state IN ${ENDED_STATES_SQL}`
+    : `SELECT u.ordering_key, 0::bigint, max(u.updated_at) FROM updated u WHERE u.state IN ${ENDED_STATES_SQL} GROUP BY u.ordering_key`;
   return prepared(
     `WITH x AS (
        ${projectionInput(1)}
@@ -91,7 +91,7 @@ function writeStatement(endedWereHeads: boolean) {
        UPDATE operations AS o SET ${SET_PROJECTION}
        FROM x
        WHERE o.id = x.id AND o.version = x.expected_version
-       RETURNING o.id, o.ordering_key, o.seq, o.state
+       RETURNING o.id, o.ordering_key, o.seq, o.state, o.updated_at
      ), marked_heads AS (
        ${markHeadsOnKeys(ended, 'SELECT id FROM x')}
      ), appended AS (

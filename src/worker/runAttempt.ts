@@ -102,7 +102,10 @@ export async function runAttempt(
   }
   if (settled.kind === 'wedged') return settled;
 
-  const fencing = { fencingToken: operation.fencingToken, now: env.now().toISOString() };
+  // Never before the attempt's start: that may have been stamped on another process's clock (the
+  // time of the end before it on its key, migration 019).
+  const clock = env.now().toISOString();
+  const fencing = { fencingToken: operation.fencingToken, now: clock < operation.updatedAt ? operation.updatedAt : clock };
   const aborted = abort.reason;
   const abortReason = aborted instanceof AttemptAborted ? aborted.reason : null;
   if (abortReason === 'lease_lost') return { kind: 'nothing' };
