@@ -33,10 +33,9 @@ export const HEAD_ON_RETURN = `head = CASE WHEN x.state <> 'PENDING' THEN NULL W
  * key is ahead of a running one), so that a key with nothing behind it costs a descent of the index
  * and no row; or at the start of the key (0) when the ended one may not have been the head.
  * `ended_at`, the time of that end, is written as the row's `turn_at`: a claim's start is never
- * stamped before it (migration 019). `leftOut`: a query
- * of the ids the same statement writes, which its snapshot still shows as they were. A row another
- * transaction holds is skipped rather than waited for: a finish must not wait on a claim, and the
- * head marker comes by later.
+ * stamped before it (migration 019). `leftOut`: a query of the ids the same statement writes, which
+ * its snapshot still shows as they were. A row another transaction holds is skipped rather than
+ * waited for: a finish must not wait on a claim, and the head marker comes by later.
  *
  * The look stays on the key: past its end it would read the next keys' entries, which in a drain
  * are the versions their own finishes left behind (a finish of 100 took 4.3 ms against 1.8).
