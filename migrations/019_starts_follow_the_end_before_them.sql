@@ -2,7 +2,7 @@
 --
 -- A claim stamps its starts with its worker's clock once it holds a connection. The end of the
 -- operation before on the key can commit while the claim is on its way, and the claim then starts
--- the next one with a time before that end's: in a clean-clone CI run, operation 3 of a key read as
+-- the next one with a time before that end's: in a run of test/worker, operation 3 of a key read as
 -- started a few milliseconds before operation 2 completed, though it was appended after (forced by
 -- hand: 22 ms before). Where an end makes the next operation on its key the head, it now also
 -- writes its own time on that row (`turn_at`), and a claim's start takes the later of its stamp and
