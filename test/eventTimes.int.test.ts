@@ -4,6 +4,7 @@ import { acceptOperations } from '../src/store/acceptOperations.js';
 import { applyCommands } from '../src/store/applyCommands.js';
 import { claimOperations } from '../src/store/claimOperations.js';
 import { listEvents } from '../src/store/readOperations.js';
+import { rescueExpiredLeases } from '../src/store/rescueExpiredLeases.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
@@ -51,6 +52,19 @@ describeEachBackend('event times on a key', (db) => {
     await claimOperations(db(), { limit: 10, types: [type], now: () => new Date(Date.now() - 30_000), leaseOwner: 'w', leaseMs: 60_000 });
     const history = await keyHistory(db(), accepted.map((a) => a.operation.id));
     assert.deepEqual(history.map((e) => e.type), ['received', 'received', 'cancelled', 'started']);
+    assertTimesFollowPositions(history);
+  });
+
+  it('a lease rescued by a process whose clock is behind the start expires no earlier than it', async () => {
+    const type = uniqueId('rescued');
+    const [accepted] = await acceptedAMinuteAgo(type, uniqueId('key'), 1);
+    // Started by a worker 30 s ahead, which is then gone; a rescuer on time takes its lease back.
+    await claimOperations(db(), { limit: 1, types: [type], now: () => new Date(Date.now() + 30_000), leaseOwner: 'ahead', leaseMs: 60_000 });
+    const [rescued] = await rescueExpiredLeases(db(), { now: new Date(), limit: 10, goneOwners: ['ahead'] });
+    assert.equal(rescued?.id, accepted!.operation.id);
+    assert.ok(rescued!.runAt >= rescued!.updatedAt, 'due again no earlier than the rescue');
+    const history = await keyHistory(db(), [accepted!.operation.id]);
+    assert.deepEqual(history.map((e) => e.type), ['received', 'started', 'lease_expired']);
     assertTimesFollowPositions(history);
   });
 

@@ -24,10 +24,12 @@ export async function rescueExpiredLeases(
       [now, options.limit, [...(options.goneOwners ?? [])]],
     );
     const gone = new Set(options.goneOwners ?? []);
-    const transitions = rows.map(rowToOperation).map((before) => ({
-      before,
-      events: decide({ kind: 'expire_lease', now, retryAt, ownerGone: before.leaseOwner !== null && gone.has(before.leaseOwner) }, before),
-    }));
+    const transitions = rows.map(rowToOperation).map((before) => {
+      // Never before the attempt's start, which the worker's clock stamped and this one may be behind.
+      const at = now < before.updatedAt ? before.updatedAt : now;
+      const ownerGone = before.leaseOwner !== null && gone.has(before.leaseOwner);
+      return { before, events: decide({ kind: 'expire_lease', now: at, retryAt: retryAt < at ? at : retryAt, ownerGone }, before) };
+    });
     return saveTransitions(tx, transitions);
   });
 }
