@@ -11,17 +11,14 @@ import { acceptOperations } from '../src/store/acceptOperations.js';
 import type { Db } from '../src/store/db.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
 import { eventToRecord } from '../src/store/operationRow.js';
-import { createPgDb } from '../src/store/pgDb.js';
-import { createPgliteDb } from '../src/store/pgliteDb.js';
 import { getOperation, listEvents } from '../src/store/readOperations.js';
 import { rescueExpiredLeases } from '../src/store/rescueExpiredLeases.js';
 import { defineOperation } from '../src/worker/defineOperation.js';
 import { HandlerRegistry } from '../src/worker/handlerRegistry.js';
 import { Worker } from '../src/worker/worker.js';
-import { BACKENDS, type Backend } from './support/backends.js';
+import { BACKENDS } from './support/backends.js';
 import { testLogger, uniqueId, waitFor } from './support/helpers.js';
 import { assertProjectionIsFold } from './support/projectionFold.js';
-import { createServerDatabase } from './support/serverDatabase.js';
 
 const TYPE = 'legacy.step';
 const MIGRATIONS = loadMigrations();
@@ -38,26 +35,6 @@ interface Seeded {
   id: string;
   key: string;
   history: History;
-}
-
-/** A store at `version`, applied as a release of that version applied it. */
-async function storeAt(backend: Backend, version: number): Promise<{ db: Db; cleanup(): Promise<void> }> {
-  const upTo = MIGRATIONS.filter((migration) => migration.version <= version);
-  if (backend.name === 'pglite') {
-    const db = await createPgliteDb(undefined);
-    await migrate(db, upTo);
-    return { db, cleanup: () => db.close() };
-  }
-  const database = await createServerDatabase(process.env.DATABASE_URL as string);
-  const db = createPgDb({ connectionString: database.url, max: 5 });
-  await migrate(db, upTo);
-  return {
-    db,
-    async cleanup() {
-      await db.close();
-      await database.drop();
-    },
-  };
 }
 
 /**
@@ -150,7 +127,8 @@ for (const backend of BACKENDS) {
   describe(`a store of every earlier version, upgraded in place [${backend.name}]`, { skip: backend.skip }, () => {
     for (const version of STARTING_VERSIONS) {
       it(`from migration ${version}: its waiting heads are marked, what it held runs once after the upgrade, in order per key, and every projection is the fold of its events`, async () => {
-        const store = await storeAt(backend, version);
+        // A store at `version`, migrated as a release of that version migrated it.
+        const store = await backend.open({ migrations: MIGRATIONS.filter((migration) => migration.version <= version) });
         const { db } = store;
         const runs: string[] = [];
         const registry = new HandlerRegistry();

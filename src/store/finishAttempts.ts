@@ -1,4 +1,5 @@
 import { decide } from '../domain/decide.js';
+import { notBefore } from '../domain/eventTime.js';
 import type { OperationCommand } from '../domain/commands.js';
 import type { OperationState } from '../domain/operation.js';
 import { applyCommands, type AddressedCommand, type CommandResult } from './applyCommands.js';
@@ -90,8 +91,7 @@ function decideSuccessorStarts(
     if (next.orderingKey !== ended.orderingKey || !claim.types.includes(next.type)) continue;
     try {
       // Never before the end that hands it the key, which another clock may have stamped later.
-      const at = start.now < ended.updatedAt ? { ...start, now: ended.updatedAt } : start;
-      starts.push({ before: next, events: decide(at, next) });
+      starts.push({ before: next, events: decide({ ...start, now: notBefore(start.now, ended.updatedAt) }, next) });
     } catch {
       // Not startable as read (not due yet, for one): the scan decides on its current state.
     }

@@ -1,4 +1,5 @@
 import { decide } from '../domain/decide.js';
+import { notBefore } from '../domain/eventTime.js';
 import type { Db } from './db.js';
 import { rowToOperation, type OperationRow, type StoredOperation } from './operationRow.js';
 import { saveTransitions } from './saveTransitions.js';
@@ -26,9 +27,9 @@ export async function rescueExpiredLeases(
     const gone = new Set(options.goneOwners ?? []);
     const transitions = rows.map(rowToOperation).map((before) => {
       // Never before the attempt's start, which the worker's clock stamped and this one may be behind.
-      const at = now < before.updatedAt ? before.updatedAt : now;
+      const at = notBefore(now, before.updatedAt);
       const ownerGone = before.leaseOwner !== null && gone.has(before.leaseOwner);
-      return { before, events: decide({ kind: 'expire_lease', now: at, retryAt: retryAt < at ? at : retryAt, ownerGone }, before) };
+      return { before, events: decide({ kind: 'expire_lease', now: at, retryAt: notBefore(retryAt, at), ownerGone }, before) };
     });
     return saveTransitions(tx, transitions);
   });

@@ -1,5 +1,6 @@
 import type { AttemptOutcome } from '../domain/commands.js';
 import { backoffDelayMs } from '../domain/backoff.js';
+import { notBefore } from '../domain/eventTime.js';
 import type { Json, OperationProblem } from '../domain/operation.js';
 import { toProgressValue } from '../domain/progress.js';
 import { describeThrown, toStorableJson, toStorableText } from '../domain/storableJson.js';
@@ -104,8 +105,7 @@ export async function runAttempt(
 
   // Never before the attempt's start: that may have been stamped on another process's clock (the
   // time of the end before it on its key, migration 019).
-  const clock = env.now().toISOString();
-  const fencing = { fencingToken: operation.fencingToken, now: clock < operation.updatedAt ? operation.updatedAt : clock };
+  const fencing = { fencingToken: operation.fencingToken, now: notBefore(env.now().toISOString(), operation.updatedAt) };
   const aborted = abort.reason;
   const abortReason = aborted instanceof AttemptAborted ? aborted.reason : null;
   if (abortReason === 'lease_lost') return { kind: 'nothing' };

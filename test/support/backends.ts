@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { after, before, describe } from 'node:test';
 import type { Db } from '../../src/store/db.js';
-import { migrate } from '../../src/store/migrate.js';
+import { migrate, type Migration } from '../../src/store/migrate.js';
 import { createPgDb } from '../../src/store/pgDb.js';
 import { createPgliteDb } from '../../src/store/pgliteDb.js';
 import { createServerDatabase } from './serverDatabase.js';
@@ -18,7 +18,8 @@ export interface Backend {
   name: 'pglite' | 'postgres';
   /** Why this backend is skipped here, or false. */
   skip: string | false;
-  open(options?: { poolMax?: number }): Promise<TestDb>;
+  /** `migrations`: those to apply (every one by default), for a store as an earlier release left it. */
+  open(options?: { poolMax?: number; migrations?: Migration[] }): Promise<TestDb>;
 }
 
 const databaseUrl = process.env.DATABASE_URL;
@@ -63,9 +64,9 @@ if (requireServers() && !databaseUrl) {
 export const pgliteBackend: Backend = {
   name: 'pglite',
   skip: false,
-  async open() {
+  async open(options = {}) {
     const db = await createPgliteDb(undefined);
-    await migrate(db);
+    await migrate(db, options.migrations);
     return { db, cleanup: () => db.close() };
   },
 };
@@ -77,7 +78,7 @@ export const postgresBackend: Backend = {
     // A database of its own, never anything in the one DATABASE_URL names: tests must not touch a user's data.
     const database = await createServerDatabase(databaseUrl as string);
     const db = createPgDb({ connectionString: database.url, max: options.poolMax ?? 10 });
-    await migrate(db);
+    await migrate(db, options.migrations);
     return {
       db,
       url: database.url,
