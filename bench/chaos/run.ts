@@ -1,14 +1,17 @@
 /**
- * The chaos run: the production mode (2 apis + 3 workers on PostgreSQL and Redis, each a process of
- * its own, on a private PostgreSQL cluster and a private redis-server) under steady submissions on
- * a few hundred keys, while workers are SIGKILLed every few seconds, Redis is flushed and stopped,
- * PostgreSQL crashes (`-m immediate`) and is stopped for ten seconds, backends are terminated and
- * the leader is killed. Bounded: `--seconds` of load (default 60), then at most 3 minutes to settle.
+ * The chaos run: a production layout (2 apis + 3 workers, each a process of its own, on a private
+ * PostgreSQL cluster, and in `--mode=redis` a private redis-server) under steady submissions on a
+ * few hundred keys, while workers are SIGKILLed every few seconds, PostgreSQL crashes
+ * (`-m immediate`) and is stopped for ten seconds, backends are terminated and the leader is
+ * killed; with Redis, Redis is emptied and stopped; without it, the workers' listening sessions
+ * are terminated. Bounded: `--seconds` of load (default 60), then at most 3 minutes to settle.
+ * Without `--mode`, it runs both layouts, one after the other, each in a process of its own.
  *
  * It passes when every accepted operation ends in a terminal state with exactly one terminal
- * event, no two handlers on one key ever ran at once (from the handlers' own log), no opsd process
- * exited by itself, a killed worker's operations started again within 5 s, and every request was
- * answered within a second (202, or 429/503 with Retry-After). Writes bench/results/chaos-*.json.
+ * event, no two handlers on one key ever ran at once and each key's operations ran in acceptance
+ * order (from the handlers' own log), no opsd process exited by itself, a killed worker's
+ * operations started again within 5 s, and every request was answered within a second (202, or
+ * 429/503 with Retry-After). Writes bench/results/chaos-<mode>-*.json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -22,7 +25,17 @@ import { CLI, freePort } from '../support.js';
 import { RECONNECT_WINDOW_MS } from '../../src/cluster/workerLiveness.js';
 import { createPrivatePostgres } from './privatePostgres.js';
 
-const seconds = Number(process.argv.find((a) => a.startsWith('--seconds='))?.slice('--seconds='.length) ?? 60);
+const argument = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const seconds = Number(argument('seconds') ?? 60);
+const MODES = ['redis', 'postgres'] as const;
+type Mode = (typeof MODES)[number];
+const mode = argument('mode');
+if (mode === undefined) process.exit(await runEachMode());
+if (!MODES.includes(mode as Mode)) {
+  console.error(`--mode must be one of ${MODES.join(', ')}`);
+  process.exit(2);
+}
+const withRedis = mode === 'redis';
 const KEYS = 300;
 const RATE = 100; // submissions per second
 const ANSWER_WITHIN_MS = 1000;
@@ -54,14 +67,16 @@ const postgres = createPrivatePostgres(pgPort);
 const storeStarts: number[] = [];
 postgres.start();
 storeStarts.push(Date.now());
-const redis = await startPrivateRedis();
+const redis = withRedis ? await startPrivateRedis() : null;
 /** The deployment's keys on that Redis: the ones the fault deletes. */
 const REDIS_PREFIX = 'opsd-chaos';
 const apiPorts = [await freePort(), await freePort()];
+// Never the servers of the caller's DATABASE_URL and REDIS_URL: only the private ones started here.
+const { REDIS_URL: _callersRedis, ...callersEnv } = process.env;
 const env = {
-  ...process.env,
+  ...callersEnv,
   DATABASE_URL: postgres.url,
-  REDIS_URL: redis.url,
+  ...(redis ? { REDIS_URL: redis.url } : {}),
   OPSD_REDIS_PREFIX: REDIS_PREFIX,
   OPSD_HANDLERS: fileURLToPath(new URL('./handlers.mjs', import.meta.url)),
   CHAOS_RUN_LOG: handlerLog,
@@ -100,7 +115,7 @@ const apis: Role[] = apiPorts.map((port, i) => spawnRole(`api${i}`, ['api', '--p
 for (const port of apiPorts) {
   for (let i = 0; i < 100 && !(await fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.ok, () => false)); i += 1) await sleep(200);
 }
-say(`deployment up: apis on ${apiPorts.join(', ')}, 3 workers, PostgreSQL on ${pgPort}, Redis at ${redis.url}`);
+say(`deployment up: apis on ${apiPorts.join(', ')}, 3 workers, PostgreSQL on ${pgPort}, ${redis ? `Redis at ${redis.url}` : 'no Redis (workers woken by NOTIFY)'}`);
 
 // ---- load ----
 const answers: { status: number; ms: number; retryAfter: boolean; at: number }[] = [];
@@ -144,6 +159,17 @@ const load = (async () => {
 })();
 
 // ---- faults ----
+/** Terminates the backends whose application_name is LIKE `pattern`. */
+async function terminateBackends(pattern: string): Promise<void> {
+  const client = new pg.Client({ connectionString: postgres.url });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1`, [pattern]);
+    say(`terminated ${rowCount} backends`);
+  } finally {
+    await client.end();
+  }
+}
 async function kill(group: Role[], index: number, why: string): Promise<void> {
   const victim = group[index] as Role;
   const pid = victim.child.pid as number;
@@ -171,24 +197,28 @@ function leader(): { group: Role[]; index: number } | null {
   return null;
 }
 const faults = (async () => {
+  const redisFaults: [number, string, () => Promise<void> | void][] = redis
+    ? [
+        [0.2, 'empty the private Redis (every key of the deployment, on the server this run started)', () => redis.flushOwnKeys(REDIS_PREFIX).then(() => {})],
+        [0.3, 'stop Redis for 5 s', async () => {
+          await redis.stop();
+          await sleep(5000);
+          await redis.restart();
+        }],
+      ]
+    : [
+        // Without Redis a worker hears of work from its listening session: cut it, and the
+        // notices sent until it listens again reach nobody.
+        [0.2, 'terminate the workers\' listening sessions', () => terminateBackends('opsd-listener')],
+        [0.3, 'terminate the workers\' listening sessions again', () => terminateBackends('opsd-listener')],
+      ];
   const plan: [number, string, () => Promise<void> | void][] = [
-    [0.2, 'empty the private Redis (every key of the deployment, on the server this run started)', () => redis.flushOwnKeys(REDIS_PREFIX).then(() => {})],
-    [0.3, 'stop Redis for 5 s', async () => {
-      await redis.stop();
-      await sleep(5000);
-      await redis.restart();
-    }],
+    ...redisFaults,
     [0.45, 'crash PostgreSQL (restart -m immediate)', () => {
       postgres.restartImmediate();
       storeStarts.push(Date.now());
     }],
-    [0.55, 'terminate every opsd backend', async () => {
-      const client = new pg.Client({ connectionString: postgres.url });
-      await client.connect();
-      const { rowCount } = await client.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'opsd%'`);
-      await client.end();
-      say(`terminated ${rowCount} backends`);
-    }],
+    [0.55, 'terminate every opsd backend', () => terminateBackends('opsd%')],
     [0.65, 'kill the leader', async () => {
       const found = leader();
       if (found) {
@@ -298,6 +328,21 @@ for (const list of byKey.values()) {
   for (let i = 1; i < list.length; i += 1) if ((list[i] as { start: number }).start < (list[i - 1] as { end: number }).end) overlaps += 1;
 }
 if (overlaps > 0) failures.push(`${overlaps} handler runs overlapped another on the same key`);
+// In acceptance order: along a key, once a run of an operation has started, no run of one accepted
+// before it starts (every run ends before the next begins, so the starts order the runs).
+const { rows: seqRows } = await client.query<{ id: string; seq: string }>(`SELECT id, seq FROM operations WHERE id = ANY($1::uuid[])`, [
+  [...new Set([...runs.values()].map((run) => run.id))],
+]);
+const seqOf = new Map(seqRows.map((row) => [row.id, BigInt(row.seq)]));
+const outOfOrder: string[] = [];
+for (const [key, list] of byKey) {
+  for (let i = 1; i < list.length; i += 1) {
+    const before = list[i - 1] as { id: string };
+    const after = list[i] as { id: string };
+    if ((seqOf.get(after.id) ?? 0n) < (seqOf.get(before.id) ?? 0n)) outOfOrder.push(`${key}: ${after.id} ran after ${before.id}, accepted after it`);
+  }
+}
+if (outOfOrder.length > 0) failures.push(`${outOfOrder.length} handler runs out of acceptance order on their key: ${outOfOrder.slice(0, 5).join('; ')}`);
 if (unfinishedUnkilled > 0) failures.push(`${unfinishedUnkilled} handler runs never ended in a process that was not killed`);
 
 // A killed worker's operations: how long until each started again elsewhere, counted from the
@@ -353,6 +398,7 @@ if (rerunAfterReturn.length > 0) {
   failures.push(`${rerunAfterReturn.length} handlers returned in a process that was never killed and ran again: ${rerunAfterReturn.slice(0, 10).map((r) => `${r.id} (pid ${r.pid})`).join(', ')}`);
 }
 const report = {
+  mode,
   seconds,
   sent,
   accepted: ids.length,
@@ -362,17 +408,32 @@ const report = {
   worker_kills: kills.length,
   reruns_after_kill: { count: rerunDelays.length, max_ms: Math.max(0, ...rerunDelays), counted_from_a_new_leader: delayedByFailover },
   handler_runs_completed_twice: [...runsPerCompleted.values()].filter((n) => n > 1).length,
+  handler_runs_out_of_key_order: outOfOrder.length,
   failures,
 };
 await client.end();
 stopping = true;
 for (const role of [...apis, ...workers]) role.child.kill('SIGKILL');
-await redis.close();
+await redis?.close();
 postgres.destroy();
 mkdirSync(new URL('../results/', import.meta.url), { recursive: true });
-const file = new URL(`../results/chaos-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url);
+const file = new URL(`../results/chaos-${mode}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url);
 writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
 writeFileSync(processLog, logs);
 console.log(JSON.stringify(report, null, 2));
-console.log(failures.length === 0 ? 'chaos run: PASS' : `chaos run: FAIL (process logs in ${processLog})`);
+console.log(failures.length === 0 ? `chaos run (${mode}): PASS` : `chaos run (${mode}): FAIL (process logs in ${processLog})`);
 process.exit(failures.length === 0 ? 0 : 1);
+
+/** Runs this script once per mode, each in a process of its own; the exit code is the worst of them. */
+async function runEachMode(): Promise<number> {
+  const outcomes: string[] = [];
+  let worst = 0;
+  for (const each of MODES) {
+    const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), `--mode=${each}`, `--seconds=${seconds}`], { stdio: 'inherit' });
+    const code = await new Promise<number>((resolve) => child.on('exit', (exitCode) => resolve(exitCode ?? 1)));
+    outcomes.push(`${each}: ${code === 0 ? 'PASS' : 'FAIL'}`);
+    worst = Math.max(worst, code);
+  }
+  console.log(`chaos runs: ${outcomes.join(', ')}`);
+  return worst;
+}
