@@ -1,7 +1,7 @@
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { Db } from '../store/db.js';
 import { storeReadiness } from '../store/storeReadiness.js';
+import { trackEventLoopDelay } from './eventLoopDelay.js';
 import { evaluateHealth, type HealthThresholds } from './healthModel.js';
 import type { StoreSnapshotReader } from './storeSnapshot.js';
 
@@ -23,15 +23,7 @@ export function createHealthMonitor(options: {
   /** Whether a leader is known to exist without the store's lock table (embedded: always). */
   alwaysLeads?: boolean;
 }) {
-  const histogram = monitorEventLoopDelay({ resolution: 10 });
-  histogram.enable();
-  const maxima: number[] = [];
-  const timer = setInterval(() => {
-    maxima.push(histogram.max / 1e6);
-    if (maxima.length > LOOKBACK_S) maxima.shift();
-    histogram.reset();
-  }, 1000);
-  timer.unref();
+  const eventLoop = trackEventLoopDelay(LOOKBACK_S);
 
   return {
     async check() {
@@ -43,7 +35,7 @@ export function createHealthMonitor(options: {
       const dispatch = options.dispatcher?.health();
       return evaluateHealth(
         {
-          eventLoopMaxMs: Math.max(histogram.max / 1e6, ...maxima),
+          eventLoopMaxMs: eventLoop.maxMs(),
           rssMb: process.memoryUsage.rss() / 2 ** 20,
           store: readiness.ready ? { ok: true, ms: storeMs } : { ok: false, reason: readiness.reason },
           ...(pool ? { pool: { waiting: pool.waiting, total: pool.total, max: pool.max } } : {}),
@@ -56,8 +48,7 @@ export function createHealthMonitor(options: {
       );
     },
     stop(): void {
-      clearInterval(timer);
-      histogram.disable();
+      eventLoop.stop();
     },
   };
 }
