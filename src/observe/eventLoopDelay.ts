@@ -28,7 +28,8 @@ export function trackEventLoopDelay(lookbackS = 10) {
   const current = () => Math.max(newer.max, older?.max ?? 0) / 1e6;
   const timer = setInterval(() => {
     maxima.push(current());
-    // Each entry spans two seconds, and the two monitors running now the last one and more.
+    // Each entry spans two seconds, and the two monitors running now span the time since the last
+    // turn and the second before it: lookbackS - 1 entries and them, lookbackS to lookbackS + 1 seconds.
     if (maxima.length > lookbackS - 1) maxima.shift();
     older?.disable();
     older = newer;
